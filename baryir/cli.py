@@ -1,0 +1,263 @@
+"""The ``baryir`` command: parses arguments and calls into the packages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import pickle
+import sys
+from pathlib import Path
+
+from .data.degradations import TASKS, THREE_TASK
+
+log = logging.getLogger("baryir")
+
+
+def _write_json(path: str, obj: object) -> None:
+    from .checkpoints import atomic_write
+
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+# ---------------------------------------------------------------------------- info
+def cmd_info(args: argparse.Namespace) -> int:
+    from .checkpoints import build_model, load_model
+    from .model import CONFIGS
+    from .model.complexity import count_gmacs, count_parameters, cpu_latency_ms
+
+    model = build_model(args.model) if args.model in CONFIGS else load_model(args.model)
+    h, w = args.size
+    info = {
+        "model": args.model,
+        "config": model.config.to_dict(),
+        "parameters": count_parameters(model),
+        "gmacs": round(count_gmacs(model, h, w), 3),
+        "size": [h, w],
+    }
+    if args.latency:
+        info["cpu_latency_ms"] = round(cpu_latency_ms(model, h, w), 1)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"model       {args.model}")
+        for key, value in info["config"].items():
+            print(f"  {key:<22}{value}")
+        print(f"parameters  {info['parameters']:,} ({info['parameters'] / 1e6:.3f} M)")
+        print(f"GMACs       {info['gmacs']} at {h}x{w}")
+        if args.latency:
+            print(f"CPU latency {info['cpu_latency_ms']} ms (eager FP32, batch 1)")
+    return 0
+
+
+# ---------------------------------------------------------------------------- convert-official
+def cmd_convert_official(args: argparse.Namespace) -> int:
+    from .checkpoints import (
+        model_from_state_dict,
+        potentials_from_state_dict,
+        read_official,
+        save_model,
+        save_potentials,
+    )
+
+    model_state, pots_state, extra = read_official(args.checkpoint)
+    model = model_from_state_dict(model_state)
+    out = save_model(model, args.output, {"source": Path(args.checkpoint).name, **extra})
+    print(f"wrote {out} ({model.config.dim=}, {sum(p.numel() for p in model.parameters()):,} parameters)")
+    if args.potentials:
+        if pots_state is None:
+            print(f"error: {args.checkpoint} holds no potentials ('Pots')", file=sys.stderr)
+            return 2
+        print(f"wrote {save_potentials(potentials_from_state_dict(pots_state), args.potentials)}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- train
+def _validation_items(args: argparse.Namespace):
+    from .evaluate import paired_items, synthetic_items
+
+    if args.val_pairs:
+        return paired_items(*args.val_pairs, limit=args.val_limit)
+    if args.val_clean:
+        return synthetic_items(args.val_clean, args.val_tasks, limit=args.val_limit)
+    return []
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .losses import BaryLossWeights
+    from .train import TrainOptions, train
+
+    opts = TrainOptions(
+        data=args.data,
+        out=args.out,
+        tasks=args.tasks,
+        config=args.config,
+        init=args.init,
+        loss=args.loss,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        patch_size=args.patch_size,
+        lr=args.lr,
+        pots_lr=args.pots_lr,
+        optimizer=args.optimizer,
+        schedule=args.schedule,
+        warmup=args.warmup,
+        weights=BaryLossWeights(l1=args.l1_weight, structure=args.structure_weight, congruence=args.congruence_weight),
+        precision=args.precision,
+        device=args.device,
+        seed=args.seed,
+        workers=args.workers,
+        val_every=args.val_every,
+        ckpt_every=args.ckpt_every,
+        resume=args.resume,
+        compile=args.compile,
+        progress=not args.no_progress,
+    )
+    summary = train(opts, _validation_items(args))
+    print(json.dumps({k: summary[k] for k in ("steps", "seconds", "device", "validation")}, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------------------- eval
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .checkpoints import load_model
+    from .evaluate import evaluate, markdown_table, paired_items, synthetic_items
+    from .inference import restore_tensor
+
+    if not args.pairs and not args.clean:
+        print("error: give --pairs INPUT_DIR TARGET_DIR and/or --clean DIR --tasks ...", file=sys.stderr)
+        return 2
+    model = load_model(args.model)
+    items = []
+    if args.pairs:
+        items += paired_items(*args.pairs, task=args.pairs_task, limit=args.limit)
+    if args.clean:
+        items += synthetic_items(args.clean, args.tasks, limit=args.limit)
+    rows = evaluate(lambda img: restore_tensor(model, img), items, progress=not args.no_progress)
+    print(markdown_table(rows))
+    if args.json:
+        _write_json(args.json, {"model": str(args.model), "backend": "torch", "results": rows})
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 256x256, got {text!r}") from None
+    return h, w
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="baryir",
+        description="BaryIR all-in-one image restoration: inspect, convert, train and evaluate models.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "info",
+        help="config, parameter count and GMACs of a model",
+        description="Show a model's config, parameters and GMACs. MODEL is a config name "
+        "(paper, small, mobile, nano), a shipped name (default) or a file.",
+    )
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--size", type=_size, default=(256, 256), help="input size HxW for GMACs (default 256x256)")
+    p.add_argument("--latency", action="store_true", help="also time one eager FP32 CPU forward pass")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "convert-official",
+        help="convert a published BaryIR checkpoint to safetensors",
+        description="Read a published checkpoint ({'epoch', 'BaryIR', 'Pots'} with pickled "
+        "modules) or a plain state dict without executing code from it (allowlisted "
+        "unpickler), and write safetensors with the inferred config.",
+    )
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("-o", "--output", required=True, help="output .safetensors for the network")
+    p.add_argument("--potentials", help="also write the Kantorovich potentials to this .safetensors")
+    p.set_defaults(func=cmd_convert_official)
+
+    p = sub.add_parser(
+        "train",
+        help="train BaryIR (barycenter min-max game or the L1 ablation)",
+        description="Train on synthetic degradations of clean photos and/or the published "
+        "data/Train layout. Runs data-parallel under torchrun.",
+    )
+    p.add_argument("--data", nargs="+", required=True, help="folders of clean photos or published Train/ roots")
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(THREE_TASK),
+        choices=sorted(TASKS),
+        metavar="TASK",
+        help=f"task mix (default: the paper's 3-task setting {' '.join(THREE_TASK)})",
+    )
+    p.add_argument("-o", "--out", required=True, help="run folder (weights, state, metrics)")
+    p.add_argument("--config", default="mobile", help="named config to train from scratch (default mobile)")
+    p.add_argument("--init", help="start from these weights instead (fine-tuning)")
+    p.add_argument("--loss", choices=["bary", "l1"], default="bary", help="bary: the paper; l1: ablation")
+    p.add_argument("--steps", type=int, default=10000)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--patch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--pots-lr", type=float, help="potentials' learning rate (default: --lr)")
+    p.add_argument("--optimizer", choices=["adamw", "rmsprop"], default="adamw", help="rmsprop is the published one")
+    p.add_argument("--schedule", choices=["cosine", "step", "constant"], default="cosine")
+    p.add_argument("--warmup", type=int, default=200, help="linear warm-up steps")
+    p.add_argument("--l1-weight", type=float, default=10000.0, help="Sigma, the L1 weight (published 10000)")
+    p.add_argument("--structure-weight", type=float, default=0.05, help="weight of orthogonality + contrastive")
+    p.add_argument("--congruence-weight", type=float, default=10.0, help="potentials' congruence penalty")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="autocast precision (auto: bf16 on CUDA, fp32 on CPU)",
+    )
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (~2x faster after warm-up)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="data loader processes")
+    p.add_argument("--val-pairs", nargs=2, metavar=("INPUT_DIR", "TARGET_DIR"), help="validation pairs")
+    p.add_argument("--val-clean", help="validation clean photos (degraded with --val-tasks)")
+    p.add_argument("--val-tasks", nargs="+", default=["denoise_25"], metavar="TASK")
+    p.add_argument("--val-limit", type=int, default=4, help="validation images per task")
+    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--ckpt-every", type=int, default=500)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "eval",
+        help="PSNR/SSIM with the papers' protocol",
+        description="Evaluate on paired folders (matched by base name) and/or on clean photos "
+        "degraded with a fixed per-image seed. RGB, [0, 1], data range 1, no shave.",
+    )
+    p.add_argument("--model", default="default", help="shipped name or weights file (default: default)")
+    p.add_argument("--pairs", nargs=2, metavar=("INPUT_DIR", "TARGET_DIR"))
+    p.add_argument("--pairs-task", default="paired", help="task label for --pairs rows (e.g. derain)")
+    p.add_argument("--clean", help="folder of clean photos to degrade with --tasks")
+    p.add_argument("--tasks", nargs="+", default=["denoise_25"], choices=sorted(TASKS), metavar="TASK")
+    p.add_argument("--limit", type=int, help="at most this many images per folder")
+    p.add_argument("--json", help="write {model, backend, results} JSON here")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, ImportError, pickle.UnpicklingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

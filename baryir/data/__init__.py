@@ -1,0 +1,1 @@
+"""Degradations, datasets and image I/O shared by every command."""

@@ -1,0 +1,235 @@
+"""Synthetic degradations, one function per source, on (3, H, W) float tensors in [0, 1].
+
+Every function takes a ``torch.Generator`` (same seed, same output), works on whole tensors
+(no per-pixel Python) and returns a new tensor clipped to [0, 1]. ``TASKS`` maps the task
+names used on the command line (``denoise_25``, ``derain``, ...) to a degradation and the
+degradation *source* it belongs to (the three noise levels share the source ``denoise``,
+as in the published trainer).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+
+def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * torch.rand((), generator=gen).item()
+
+
+def _conv_same(img: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Convolve each channel of (C, H, W) with a 2-D kernel, reflect padding, same size."""
+    kh, kw = kernel.shape
+    pad = (kw // 2, kw - 1 - kw // 2, kh // 2, kh - 1 - kh // 2)
+    x = img[:, None]
+    mode = "reflect" if min(img.shape[-2:]) > max(kh, kw) else "replicate"
+    return F.conv2d(F.pad(x, pad, mode=mode), kernel[None, None].to(img.dtype))[:, 0]
+
+
+# ---------------------------------------------------------------- noise
+def add_gaussian_noise(img: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tensor:
+    """Additive white Gaussian noise of std ``sigma`` / 255, clipped (the papers' protocol)."""
+    noise = torch.randn(img.shape, generator=gen, dtype=img.dtype) * (sigma / 255.0)
+    return (img + noise).clamp(0, 1)
+
+
+def add_gaussian_noise_range(img: torch.Tensor, gen: torch.Generator, lo: float = 5, hi: float = 55) -> torch.Tensor:
+    """Gaussian noise with sigma drawn uniformly from [lo, hi] (for unseen levels)."""
+    return add_gaussian_noise(img, _uniform(gen, lo, hi), gen)
+
+
+# ---------------------------------------------------------------- rain
+@dataclass(frozen=True)
+class RainSettings:
+    """Rain streak parameters; ``light`` resembles Rain100L, ``heavy`` Rain100H."""
+
+    density: tuple[float, float] = (0.004, 0.012)  # share of pixels that seed a streak
+    length: tuple[float, float] = (20, 50)  # pixels
+    angle: tuple[float, float] = (-15, 15)  # degrees from vertical
+    width: tuple[float, float] = (1.2, 2.2)  # pixels
+    brightness: tuple[float, float] = (0.5, 0.9)
+    blend: str = "screen"  # or "add"
+
+
+RAIN_LIGHT = RainSettings()
+RAIN_HEAVY = RainSettings(density=(0.015, 0.04), length=(30, 70), width=(1.8, 3.0), brightness=(0.7, 1.0))
+
+
+def line_kernel(length: float, angle_deg: float, width: float) -> torch.Tensor:
+    """A normalised anti-aliased line segment: ``length`` px long, ``angle_deg`` from vertical."""
+    size = int(math.ceil(length)) | 1
+    r = size // 2
+    ys, xs = torch.meshgrid(torch.arange(-r, r + 1.0), torch.arange(-r, r + 1.0), indexing="ij")
+    theta = math.radians(angle_deg)
+    dy, dx = math.cos(theta), math.sin(theta)
+    along = ys * dy + xs * dx
+    across = (xs * dy - ys * dx).abs()
+    inside = (along.abs() <= length / 2).float()
+    k = inside * (1 - (across / width).clamp(max=1))
+    return k / k.sum()
+
+
+def rain_layer(height: int, width: int, gen: torch.Generator, s: RainSettings = RAIN_LIGHT) -> torch.Tensor:
+    """A (H, W) rain streak layer in [0, 1]: sparse seeds smeared by one motion line."""
+    density = _uniform(gen, *s.density)
+    seeds = (torch.rand(height, width, generator=gen) < density).float()
+    seeds = seeds * (0.5 + 0.5 * torch.rand(height, width, generator=gen))
+    kernel = line_kernel(_uniform(gen, *s.length), _uniform(gen, *s.angle), _uniform(gen, *s.width))
+    streaks = _conv_same(seeds[None], kernel)[0]
+    # Each streak spreads its seed over ~length pixels; rescale so that streaks peak near 1.
+    streaks = streaks / streaks.amax().clamp(min=1e-6)
+    return (streaks * _uniform(gen, *s.brightness)).clamp(0, 1)
+
+
+def add_rain(img: torch.Tensor, gen: torch.Generator, settings: RainSettings = RAIN_LIGHT) -> torch.Tensor:
+    """Rain streaks blended onto the image (screen blend by default, additive optional)."""
+    layer = rain_layer(img.shape[-2], img.shape[-1], gen, settings)[None]
+    if settings.blend == "screen":
+        return 1 - (1 - img) * (1 - layer)
+    return (img + layer).clamp(0, 1)
+
+
+# ---------------------------------------------------------------- haze
+def depth_proxy(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A plausible relative depth in [0, 1] (1 = far): a tilted vertical ramp (far at the top)
+    mixed with smoothed brightness (bright, low-saturation regions such as sky are far)."""
+    h, w = img.shape[-2:]
+    ys = torch.linspace(1, 0, h)[:, None].expand(h, w)
+    xs = torch.linspace(-0.5, 0.5, w)[None, :].expand(h, w)
+    ramp = ys + _uniform(gen, -0.3, 0.3) * xs
+    lum = img.mean(0)
+    sat = img.amax(0) - img.amin(0)
+    cue = (lum - sat).clamp(0, 1)
+    k = max(3, (min(h, w) // 8) | 1)
+    box = torch.ones(k, k) / (k * k)
+    cue = _conv_same(cue[None], box)[0]
+    mix = _uniform(gen, 0.4, 0.8)
+    d = mix * ramp + (1 - mix) * cue
+    return (d - d.min()) / (d.max() - d.min()).clamp(min=1e-6)
+
+
+def transmission(depth: torch.Tensor, beta: float) -> torch.Tensor:
+    """t = exp(-beta * d), in (0, 1]."""
+    return torch.exp(-beta * depth)
+
+
+def add_haze(
+    img: torch.Tensor,
+    gen: torch.Generator,
+    beta: tuple[float, float] = (0.6, 1.8),
+    airlight: tuple[float, float] = (0.7, 1.0),
+) -> torch.Tensor:
+    """Atmospheric scattering: I = J t + A (1 - t), t = exp(-beta d), slightly tinted airlight."""
+    t = transmission(depth_proxy(img, gen), _uniform(gen, *beta))[None]
+    a = _uniform(gen, *airlight)
+    tint = 1 + 0.05 * (torch.rand(3, 1, 1, generator=gen) - 0.5)
+    return (img * t + (a * tint).clamp(0, 1) * (1 - t)).clamp(0, 1)
+
+
+# ---------------------------------------------------------------- blur
+def motion_kernel(gen: torch.Generator, size: int = 21, steps: int = 64, intensity: float = 0.6) -> torch.Tensor:
+    """A random camera-shake trajectory rasterised with bilinear splats, summing to 1."""
+    velocity = torch.randn(steps, 2, generator=gen) * intensity
+    momentum = torch.cumsum(velocity, 0) * 0.3 + torch.randn(1, 2, generator=gen)
+    path = torch.cumsum(momentum, 0)
+    path = path - path.mean(0)
+    extent = path.abs().max().clamp(min=1e-6)
+    path = path / extent * (size / 2 - 1.5) * _uniform(gen, 0.3, 1.0) + size // 2
+    y0, x0 = path.floor().long().unbind(1)
+    fy, fx = (path - path.floor()).unbind(1)
+    k = torch.zeros(size, size)
+    for dy, dx, wgt in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+        k.index_put_(((y0 + dy).clamp(0, size - 1), (x0 + dx).clamp(0, size - 1)), wgt, accumulate=True)
+    return k / k.sum()
+
+
+def add_motion_blur(img: torch.Tensor, gen: torch.Generator, size: int = 21) -> torch.Tensor:
+    """Blur with a random motion-trajectory kernel (reflect borders)."""
+    return _conv_same(img, motion_kernel(gen, size)).clamp(0, 1)
+
+
+# ---------------------------------------------------------------- low light
+def add_low_light(
+    img: torch.Tensor,
+    gen: torch.Generator,
+    exposure: tuple[float, float] = (0.08, 0.35),
+    gamma: tuple[float, float] = (1.2, 1.8),
+    peak: tuple[float, float] = (40, 200),
+    read_noise: tuple[float, float] = (0.002, 0.01),
+) -> torch.Tensor:
+    """Under-exposure: I = scale * J**gamma, then Poisson shot noise (``peak`` photons at
+    white) and Gaussian read noise."""
+    dark = _uniform(gen, *exposure) * img.clamp(0, 1) ** _uniform(gen, *gamma)
+    photons = _uniform(gen, *peak)
+    shot = torch.poisson(dark * photons, generator=gen) / photons
+    read = torch.randn(img.shape, generator=gen) * _uniform(gen, *read_noise)
+    return (shot + read).clamp(0, 1)
+
+
+# ---------------------------------------------------------------- JPEG
+def add_jpeg(img: torch.Tensor, gen: torch.Generator, quality: tuple[int, int] = (10, 40)) -> torch.Tensor:
+    """JPEG round trip at a quality drawn from ``quality`` (inclusive)."""
+    q = int(torch.randint(quality[0], quality[1] + 1, (), generator=gen))
+    arr = (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=q)
+    out = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), dtype=np.float32) / 255
+    return torch.from_numpy(out).permute(2, 0, 1).contiguous()
+
+
+# ---------------------------------------------------------------- task table
+Degrade = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A named degradation and the source (Kantorovich potential) it belongs to."""
+
+    name: str
+    source: str
+    degrade: Degrade
+
+
+def _noise(sigma: float) -> Degrade:
+    return lambda img, gen: add_gaussian_noise(img, sigma, gen)
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        Task("denoise_15", "denoise", _noise(15)),
+        Task("denoise_25", "denoise", _noise(25)),
+        Task("denoise_50", "denoise", _noise(50)),
+        Task("denoise", "denoise", add_gaussian_noise_range),
+        Task("derain", "derain", add_rain),
+        Task("derain_heavy", "derain", lambda img, gen: add_rain(img, gen, RAIN_HEAVY)),
+        Task("dehaze", "dehaze", add_haze),
+        Task("deblur", "deblur", add_motion_blur),
+        Task("lowlight", "lowlight", add_low_light),
+        Task("jpeg", "jpeg", add_jpeg),
+    )
+}
+
+#: The paper's two settings.
+THREE_TASK = ("denoise_15", "denoise_25", "denoise_50", "derain", "dehaze")
+FIVE_TASK = ("derain", "dehaze", "denoise_25", "deblur", "lowlight")
+
+
+def get_task(name: str) -> Task:
+    """Look up a task by name; the error lists the valid ones."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}") from None
+
+
+def degrade(img: torch.Tensor, task: str, seed: int) -> torch.Tensor:
+    """Apply ``task`` to a (3, H, W) image with a generator seeded by ``seed``."""
+    return get_task(task).degrade(img, torch.Generator().manual_seed(seed))

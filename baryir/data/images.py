@@ -1,0 +1,84 @@
+"""Image files: listing, robust reading into float tensors, writing, and pairing by name."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+log = logging.getLogger("baryir")
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted; a clear error if there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def read_rgb(path: str | Path) -> torch.Tensor:
+    """An image file as a (3, H, W) float32 tensor in [0, 1] (EXIF orientation applied)."""
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, rounded."""
+    return (img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def read_images(paths: list[Path], min_size: int = 0) -> tuple[list[torch.Tensor], list[Path]]:
+    """Read many images; unreadable or too-small ones are logged and skipped, not fatal.
+
+    Returns the images and the paths they came from (same order).
+    """
+    images, kept = [], []
+    for p in paths:
+        try:
+            img = read_rgb(p)
+        except Exception as e:  # PIL raises many types for corrupt files
+            log.warning("skipping %s: not a readable image (%s)", p, e)
+            continue
+        if min(img.shape[-2:]) < min_size:
+            log.warning("skipping %s: %dx%d is smaller than %d px", p, img.shape[2], img.shape[1], min_size)
+            continue
+        images.append(img)
+        kept.append(p)
+    return images, kept
+
+
+def pair_by_name(inputs: list[Path], targets: list[Path]) -> list[tuple[Path, Path]]:
+    """Pair degraded and clean files by base name (``rain-001.png`` <-> ``rain-001.png``).
+
+    Falls back to known published naming (``rain-x``/``norain-x``, ``x_0.8_0.2`` hazy names
+    of clean ``x``); unmatched inputs are an error naming them.
+    """
+    by_stem = {p.stem: p for p in targets}
+
+    def match(p: Path) -> Path | None:
+        stem = p.stem
+        for key in (stem, stem.removeprefix("rain-"), f"no{stem}", stem.split("_")[0]):
+            if key in by_stem:
+                return by_stem[key]
+        return None
+
+    pairs, missing = [], []
+    for p in inputs:
+        t = match(p)
+        if t is None:
+            missing.append(p.name)
+        else:
+            pairs.append((p, t))
+    if missing:
+        raise ValueError(f"no target with the same name for {len(missing)} input(s): {missing[:5]}")
+    return pairs

@@ -1,0 +1,35 @@
+"""Whole-image inference helpers shared by evaluation, training validation and runners."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+#: BaryNet downsamples three times: inputs must be multiples of 8 (padding is added here).
+PAD_MULTIPLE = 8
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int = PAD_MULTIPLE) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflect-pad the bottom/right of (B, C, H, W) to a multiple; returns (padded, (H, W))."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, (h, w)
+
+
+def crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Undo :func:`pad_to_multiple`."""
+    return x[..., : size[0], : size[1]]
+
+
+@torch.no_grad()
+def restore_tensor(model: torch.nn.Module, img: torch.Tensor) -> torch.Tensor:
+    """Restore a (3, H, W) or (B, 3, H, W) float image of any size with an eager model."""
+    batched = img.dim() == 4
+    x = img if batched else img[None]
+    param = next(model.parameters())
+    padded, size = pad_to_multiple(x.to(param.device, param.dtype))
+    out = crop_to(model(padded, return_latents=False), size).float().clamp(0, 1)
+    return out if batched else out[0]

@@ -1,0 +1,129 @@
+"""BaryNet: the BaryIR restoration network (encoder, barycenter map, two-stream decoder).
+
+Layer names follow the published ``model_bary.BaryNet(decoder=True)`` so a published state
+dict loads as is. The six modules the published class creates but never calls
+(``chnl_reduce1..3``, ``reduce_noise_channel_1..3``) are not built; loaders drop them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import Downsample, LayerNorm, OverlapPatchEmbed, TransformerBlock, Upsample, transformer_stack
+from .configs import BaryConfig
+
+#: Published parameters that exist in the checkpoints but not in this model (never used).
+UNUSED_PUBLISHED_PREFIXES = (
+    "chnl_reduce1.",
+    "chnl_reduce2.",
+    "chnl_reduce3.",
+    "reduce_noise_channel_1.",
+    "reduce_noise_channel_2.",
+    "reduce_noise_channel_3.",
+)
+
+#: Weight of the residual stream in every decoder skip join (``skip + 0.8 * residual``).
+RESIDUAL_JOIN = 0.8
+
+BaryOutputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class BaryNet(nn.Module):
+    """All-in-one restoration network with a learned Wasserstein-barycenter latent.
+
+    ``forward(x)`` returns the restored image in eval mode and
+    ``(restored, source_latent, bary_latent, residual)`` in training mode;
+    ``return_latents`` overrides that choice (the exporters pass ``False``).
+    Input: (B, C, H, W) with H and W multiples of 8.
+    """
+
+    def __init__(self, config: BaryConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or BaryConfig()
+        d, nb, h = cfg.dim, cfg.num_blocks, cfg.heads
+
+        def stack(n: int, width: int, heads: int) -> nn.Sequential:
+            return transformer_stack(n, width, heads, cfg.ffn_expansion_factor, cfg.bias, cfg.norm_type)
+
+        def block(width: int, heads: int) -> TransformerBlock:
+            return TransformerBlock(width, heads, cfg.ffn_expansion_factor, cfg.bias, cfg.norm_type)
+
+        def conv1x1(cin: int, cout: int) -> nn.Conv2d:
+            return nn.Conv2d(cin, cout, kernel_size=1, bias=cfg.bias)
+
+        # Encoder.
+        self.patch_embed = OverlapPatchEmbed(cfg.inp_channels, d)
+        self.encoder_level1 = stack(nb[0], d, h[0])
+        self.down1_2 = Downsample(d)
+        self.encoder_level2 = stack(nb[1], 2 * d, h[1])
+        self.down2_3 = Downsample(2 * d)
+        self.encoder_level3 = stack(nb[2], 4 * d, h[2])
+        self.down3_4 = Downsample(4 * d)
+        self.latent = stack(nb[3], 8 * d, h[3])
+        # Barycenter map and the LayerNorm shared by source and barycenter latents.
+        self.barylatent = stack(cfg.bary_blocks, 8 * d, h[3])
+        self.LN = LayerNorm(8 * d, cfg.norm_type)
+        # Barycenter stream of the decoder (fed with [bary, residual]).
+        self.noise_level3 = block(16 * d, h[2])
+        self.reduce_noise_level3 = conv1x1(16 * d, 4 * d)
+        self.up4_3 = Upsample(4 * d)
+        self.reduce_chan_level3 = conv1x1(6 * d, 4 * d)
+        self.decoder_level3 = stack(nb[2], 4 * d, h[2])
+        self.noise_level2 = block(4 * d, h[2])
+        self.reduce_noise_level2 = conv1x1(4 * d, 4 * d)
+        self.up3_2 = Upsample(4 * d)
+        self.reduce_chan_level2 = conv1x1(4 * d, 2 * d)
+        self.decoder_level2 = stack(nb[1], 2 * d, h[1])
+        self.noise_level1 = block(2 * d, h[2])
+        self.reduce_noise_level1 = conv1x1(2 * d, 2 * d)
+        self.up2_1 = Upsample(2 * d)
+        self.decoder_level1 = stack(nb[0], 2 * d, h[0])
+        self.refinement = stack(cfg.num_refinement_blocks, 2 * d, h[0])
+        self.output = nn.Conv2d(2 * d, cfg.out_channels, kernel_size=3, padding=1, bias=cfg.bias)
+        # Residual (degradation-specific) stream.
+        self.resreduce_noise_level3 = conv1x1(8 * d, 8 * d)
+        self.resup4_3 = Upsample(8 * d)
+        self.resreduce_chan_level3 = conv1x1(4 * d, 4 * d)
+        self.resdecoder_level3 = stack(nb[2], 4 * d, h[2])
+        self.resreduce_noise_level2 = conv1x1(4 * d, 4 * d)
+        self.resup3_2 = Upsample(4 * d)
+        self.resreduce_chan_level2 = conv1x1(2 * d, 2 * d)
+        self.resdecoder_level2 = stack(nb[1], 2 * d, h[1])
+        self.resreduce_noise_level1 = conv1x1(2 * d, 2 * d)
+        self.resup2_1 = Upsample(2 * d)
+
+    def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Encoder skips, the source latent and its barycenter image (both LayerNormed)."""
+        enc1 = self.encoder_level1(self.patch_embed(x))
+        enc2 = self.encoder_level2(self.down1_2(enc1))
+        enc3 = self.encoder_level3(self.down2_3(enc2))
+        source = self.LN(self.latent(self.down3_4(enc3)))
+        bary = self.LN(self.barylatent(source))
+        return [enc1, enc2, enc3], source, bary
+
+    def decode(self, skips: list[torch.Tensor], bary: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """Two-stream decoder: the residual stream joins each skip as ``skip + 0.8 * r``."""
+        enc1, enc2, enc3 = skips
+        lat = self.reduce_noise_level3(self.noise_level3(torch.cat([bary, residual], 1)))
+        r = self.resup4_3(self.resreduce_noise_level3(residual))
+        dec = self.reduce_chan_level3(torch.cat([self.up4_3(lat), enc3 + RESIDUAL_JOIN * r], 1))
+        dec = self.reduce_noise_level2(self.noise_level2(self.decoder_level3(dec)))
+        r = self.resreduce_noise_level2(self.resdecoder_level3(self.resreduce_chan_level3(r)))
+
+        r = self.resup3_2(r)
+        dec = self.reduce_chan_level2(torch.cat([self.up3_2(dec), enc2 + RESIDUAL_JOIN * r], 1))
+        dec = self.reduce_noise_level1(self.noise_level1(self.decoder_level2(dec)))
+        r = self.resreduce_noise_level1(self.resdecoder_level2(self.resreduce_chan_level2(r)))
+
+        r = self.resup2_1(r)
+        dec = self.decoder_level1(torch.cat([self.up2_1(dec), enc1 + RESIDUAL_JOIN * r], 1))
+        return self.output(self.refinement(dec))
+
+    def forward(self, x: torch.Tensor, return_latents: bool | None = None) -> torch.Tensor | BaryOutputs:
+        skips, source, bary = self.encode(x)
+        residual = source - bary
+        restored = self.decode(skips, bary, residual) + x
+        if self.training if return_latents is None else return_latents:
+            return restored, source, bary, residual
+        return restored

@@ -1,0 +1,1 @@
+"""ONNX, TensorRT, CoreML and OpenVINO export of BaryNet."""

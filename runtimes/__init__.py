@@ -1,0 +1,1 @@
+"""One runner interface over every inference backend."""
