@@ -39,3 +39,31 @@ def nano_model():
 
     torch.manual_seed(0)
     return build_model("nano").eval()
+
+
+def _smooth_image(rng, size: tuple[int, int]):
+    """A clean-looking test photo: smooth colour gradients plus a few flat rectangles."""
+    import numpy as np
+
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    img = np.stack([0.5 + 0.4 * np.sin(6 * xx + c + rng.uniform(0, 3)) * np.cos(4 * yy + c) for c in range(3)], -1)
+    for _ in range(4):
+        y, x = rng.integers(0, h - 8), rng.integers(0, w - 8)
+        img[y : y + rng.integers(4, h // 2), x : x + rng.integers(4, w // 2)] = rng.uniform(0, 1, 3)
+    return (img.clip(0, 1) * 255).astype(np.uint8)
+
+
+@pytest.fixture()
+def photo_dir(tmp_path):
+    """A folder of 4 small clean PNG photos and one corrupt file."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, size in enumerate([(64, 80), (72, 64), (96, 96), (64, 64)]):
+        Image.fromarray(_smooth_image(rng, size)).save(folder / f"img{i}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return folder

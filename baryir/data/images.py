@@ -82,3 +82,25 @@ def pair_by_name(inputs: list[Path], targets: list[Path]) -> list[tuple[Path, Pa
     if missing:
         raise ValueError(f"no target with the same name for {len(missing)} input(s): {missing[:5]}")
     return pairs
+
+
+def write_png(img: torch.Tensor, path: str | Path) -> Path:
+    """Write a (3, H, W) float image as an 8-bit PNG, atomically."""
+    from ..checkpoints import atomic_write
+
+    return atomic_write(path, lambda tmp: Image.fromarray(to_uint8(img)).save(tmp, format="PNG"))
+
+
+def comparison_grid(rows: list[list[torch.Tensor]], gap: int = 6) -> torch.Tensor:
+    """Images laid out row by row (e.g. input | restored), white gaps, top-left aligned."""
+    height = sum(max(im.shape[1] for im in row) for row in rows) + gap * (len(rows) - 1)
+    width = max(sum(im.shape[2] for im in row) + gap * (len(row) - 1) for row in rows)
+    canvas = torch.ones(3, height, width)
+    y = 0
+    for row in rows:
+        x = 0
+        for im in row:
+            canvas[:, y : y + im.shape[1], x : x + im.shape[2]] = im.clamp(0, 1)
+            x += im.shape[2] + gap
+        y += max(im.shape[1] for im in row) + gap
+    return canvas

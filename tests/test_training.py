@@ -1,0 +1,168 @@
+"""Data loading, the min-max training loop, exact resume, DDP on gloo, and evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from baryir.checkpoints import load_model
+from baryir.cli import main
+from baryir.data.datasets import AllInOneDataset
+from baryir.train import Trainer, TrainOptions
+
+TASKS = ["denoise_15", "denoise_25", "derain", "dehaze"]
+
+
+def _opts(photo_dir, out, **kw) -> TrainOptions:
+    base = dict(
+        data=[str(photo_dir)],
+        out=str(out),
+        tasks=TASKS,
+        config="nano",
+        steps=4,
+        batch_size=4,
+        patch_size=32,
+        lr=1e-3,
+        warmup=1,
+        schedule="constant",
+        workers=0,
+        ckpt_every=2,
+        val_every=100,
+        progress=False,
+    )
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def test_dataset_skips_bad_files_and_weights_sources(photo_dir, caplog):
+    data = AllInOneDataset([photo_dir], TASKS, patch_size=32, seed=1)
+    assert "broken.png" in caplog.text
+    assert len(data.entries) == 4 * len(TASKS)
+    assert data.sources == ["denoise", "derain", "dehaze"]
+    # inverse source frequency, normalised: denoise has twice the samples of the others
+    torch.testing.assert_close(data.lambdas, torch.tensor([0.2, 0.4, 0.4]))
+    a, b = data[5], data[5]
+    assert torch.equal(a[0], b[0]) and a[0].shape == (3, 32, 32)
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no images"):
+        AllInOneDataset([tmp_path / "empty"], TASKS, patch_size=32)
+
+
+def test_training_loss_is_finite_and_decreases(photo_dir, tmp_path):
+    trainer = Trainer(_opts(photo_dir, tmp_path / "run", steps=40, batch_size=4, lr=2e-3))
+    losses = []
+    loader = torch.utils.data.DataLoader(trainer.data, batch_size=4, sampler=range(4))
+    batch = next(iter(loader))  # one fixed batch: the loss must go down on it
+    for _ in range(40):
+        logs = trainer.train_step(*batch)
+        assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+        losses.append(logs["l1"])
+    assert sum(losses[-5:]) < 0.7 * sum(losses[:5])
+    assert {"latent_rmse", "orthogonality", "contrastive", "pots", "bary"} <= set(logs)
+
+
+def test_resume_continues_exactly(photo_dir, tmp_path):
+    straight = Trainer(_opts(photo_dir, tmp_path / "a", steps=4))
+    straight.fit()
+    first = Trainer(_opts(photo_dir, tmp_path / "b", steps=2))
+    first.fit()
+    resumed = Trainer(_opts(photo_dir, tmp_path / "b", steps=4, resume=True))
+    assert resumed.step == 2
+    resumed.fit()
+    for (name, p), q in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(p, q), name
+    for p, q in zip(straight.pots.state_dict().values(), resumed.pots.state_dict().values()):
+        assert torch.equal(p, q)
+    rows = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4
+    assert load_model(tmp_path / "b" / "model.safetensors").config.dim == 8
+
+
+def test_l1_ablation_trains_without_potentials(photo_dir, tmp_path):
+    trainer = Trainer(_opts(photo_dir, tmp_path / "l1", loss="l1", steps=2))
+    before = [p.clone() for p in trainer.pots.parameters()]
+    trainer.fit()
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.pots.parameters()))
+
+
+def _ddp_worker(rank: int, world: int, port: int, photo_dir: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    trainer = Trainer(_opts(photo_dir, out, steps=3, device="cpu"))
+    trainer.fit()
+    flat = torch.cat([p.detach().flatten() for p in list(trainer.model.parameters()) + list(trainer.pots.parameters())])
+    torch.save(flat, os.path.join(out, f"params_rank{rank}.pt"))
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_on_gloo_keeps_ranks_in_sync(photo_dir, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    out.mkdir()
+    mp.spawn(_ddp_worker, args=(2, port, str(photo_dir), str(out)), nprocs=2, join=True)
+    p0 = torch.load(out / "params_rank0.pt")
+    p1 = torch.load(out / "params_rank1.pt")
+    torch.testing.assert_close(p0, p1, atol=0, rtol=0)
+    torch.manual_seed(0)
+    from baryir import build_model
+
+    initial = torch.cat([p.detach().flatten() for p in build_model("nano").parameters()])
+    assert not torch.equal(p0[: initial.numel()], initial)  # they trained, in step
+    assert json.loads((out / "metrics.json").read_text())["world_size"] == 2
+
+
+def test_eval_cli_on_pairs_and_synthetic(photo_dir, tmp_path, nano_model):
+    from baryir import save_model
+    from baryir.data.degradations import degrade
+    from baryir.data.images import read_rgb, to_uint8
+
+    model_path = save_model(nano_model, tmp_path / "m.safetensors")
+    inp, tgt = tmp_path / "pairs" / "input", tmp_path / "pairs" / "target"
+    inp.mkdir(parents=True)
+    tgt.mkdir(parents=True)
+    from PIL import Image
+
+    for i in range(2):
+        clean = read_rgb(photo_dir / f"img{i}.png")[:, :61, :70]  # not a multiple of 8
+        Image.fromarray(to_uint8(clean)).save(tgt / f"x{i}.png")
+        Image.fromarray(to_uint8(degrade(clean, "derain", i))).save(inp / f"x{i}.png")
+    report = tmp_path / "eval.json"
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(model_path),
+                "--pairs",
+                str(inp),
+                str(tgt),
+                "--pairs-task",
+                "derain",
+                "--clean",
+                str(photo_dir),
+                "--tasks",
+                "denoise_25",
+                "--json",
+                str(report),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    data = json.loads(report.read_text())
+    assert data["backend"] == "torch" and len(data["results"]) == 2
+    rows = {r["task"]: r for r in data["results"]}
+    assert rows["derain"]["n"] == 2 and rows["denoise_25"]["n"] == 4
+    for r in data["results"]:
+        assert 0 < r["ssim"] <= 1 and r["psnr"] > 5 and r["input_psnr"] > 5
