@@ -158,6 +158,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- export
+def cmd_export(args: argparse.Namespace) -> int:
+    from export.api import ExportValidationError, export_model
+    from export.common import DEFAULT_SHAPES
+
+    try:
+        results = export_model(
+            args.model,
+            args.format,
+            args.precision,
+            args.out,
+            shapes=tuple(args.shapes or DEFAULT_SHAPES),
+            validate=not args.no_validate,
+            large=args.validate_large,
+            coreml_io=args.coreml_io,
+            coreml_flexible=args.coreml_flexible,
+            max_batch=args.max_batch,
+        )
+    except ExportValidationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print("| format | precision | folder | MB | seconds | worst max abs | worst PSNR vs torch |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for r in results:
+        rows = r.get("validation", [])
+        worst_abs = max((v["max_abs"] for v in rows), default=float("nan"))
+        worst_psnr = min((v["psnr"] for v in rows), default=float("nan"))
+        print(
+            f"| {r['format']} | {r['precision']} | {r['folder']} | {r['artifact_bytes'] / 1e6:.2f} "
+            f"| {r['export_seconds']} | {worst_abs:.2e} | {worst_psnr:.1f} |"
+        )
+        if r.get("engine_built") is False:
+            print(f"  note: engine not built here ({r['reason']})")
+    if args.json:
+        _write_json(args.json, results)
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def _size(text: str) -> tuple[int, int]:
     try:
@@ -274,6 +312,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="shipped name or weights file (default: default)")
     p.add_argument("-o", "--out", default="out/demo", help="output folder (default out/demo)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "export",
+        help="export to ONNX, TensorRT, CoreML and OpenVINO, validated against PyTorch",
+        description="Export a model to deployable artifacts, one folder per format and precision "
+        "(OUT/<format>-<precision>/) with manifest.json and golden.npz. Every artifact is validated against "
+        "PyTorch FP32 before it is written (FP32: max abs error <= 1e-4; FP16: >= 40 dB).",
+    )
+    p.add_argument("--model", default="default", help="shipped name or weights file (default: default)")
+    p.add_argument("--format", default="onnx", help="comma list of onnx, tensorrt, coreml, openvino, or all")
+    p.add_argument("--precision", default="fp32", help="comma list of fp32, fp16, int8")
+    p.add_argument(
+        "--shapes",
+        type=lambda t: [_size(v) for v in t.split(",")],
+        default=None,
+        help="HxW list: CoreML enumerated sizes and the TensorRT profile (min/max cover them, opt is the first); "
+        "default 256x256,480x640,720x1280,1080x1920",
+    )
+    p.add_argument(
+        "--coreml-io",
+        choices=["image", "tensor"],
+        default="image",
+        help="image: CVPixelBuffer in/out for camera apps; tensor: float MLMultiArray",
+    )
+    p.add_argument(
+        "--coreml-flexible",
+        choices=["enumerated", "range"],
+        default="enumerated",
+        help="enumerated shapes run on the Neural Engine; range shapes fall back to GPU/CPU",
+    )
+    p.add_argument("--max-batch", type=int, default=1, help="TensorRT profile maximum batch")
+    p.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch")
+    p.add_argument("--validate-large", action="store_true", help="also validate at 2048x2048 (slow on CPU)")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--json", help="write the results (manifests) as JSON here")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -1,0 +1,148 @@
+"""``export_model``: one call from a checkpoint to validated artifacts with manifests."""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+from baryir.checkpoints import file_sha256, load_model, resolve_model_path
+
+from .common import (
+    DEFAULT_SHAPES,
+    ExportContext,
+    atomic_artifact,
+    check_tolerance,
+    library_versions,
+    write_golden,
+    write_manifest,
+)
+from .formats import Format, parse_request
+
+
+class ExportValidationError(RuntimeError):
+    """An artifact missed its tolerance against PyTorch; it was not written."""
+
+
+def _onnx(ctx: ExportContext, precision: str, tmp: Path, validate: bool, large: bool) -> dict:
+    from .onnx_export import export_onnx, validate_onnx
+
+    facts = export_onnx(ctx, precision, tmp / "model.onnx")
+    if validate:
+        facts["validation"] = validate_onnx(ctx, precision, tmp / "model.onnx", large)
+    return {**facts, "libraries": library_versions("onnx", "onnxruntime", "onnxslim")}
+
+
+def _openvino(ctx: ExportContext, precision: str, tmp: Path, validate: bool, large: bool) -> dict:
+    from .openvino_export import export_openvino, validate_openvino
+
+    facts = export_openvino(ctx, precision, tmp / "model.xml")
+    if validate:
+        facts["validation"] = validate_openvino(ctx, precision, tmp / "model.xml", large)
+    return {**facts, "libraries": library_versions("openvino")}
+
+
+def _coreml(ctx: ExportContext, precision: str, tmp: Path, validate: bool, large: bool) -> dict:
+    from .coreml_export import export_coreml, spec_summary
+
+    opts = ctx.options
+    facts = export_coreml(
+        ctx,
+        precision,
+        tmp / "model.mlpackage",
+        io=opts.get("coreml_io", "image"),
+        flexible=opts.get("coreml_flexible", "enumerated"),
+    )
+    facts["spec"] = spec_summary(tmp / "model.mlpackage")
+    facts["prediction_validated"] = False  # CoreML prediction runs on macOS only
+    if validate and platform.system() == "Darwin" and facts["io"] == "tensor":
+        from .common import compare, validation_image
+        from .coreml_export import predict_coreml
+        from .wrapper import reference_output
+
+        h, w = ctx.shapes[0]
+        image = validation_image(h, w)
+        out = predict_coreml(tmp / "model.mlpackage", image.numpy())
+        facts["validation"] = [{"size": [h, w], **compare(out, reference_output(ctx.model, image).numpy())}]
+        facts["prediction_validated"] = True
+    return {**facts, "libraries": library_versions("coremltools")}
+
+
+def _tensorrt(ctx: ExportContext, precision: str, tmp: Path, validate: bool, large: bool) -> dict:
+    from .onnx_export import export_onnx, validate_onnx
+    from .tensorrt_export import (
+        build_engine,
+        check_onnx_for_tensorrt,
+        profile_from_shapes,
+        tensorrt_available,
+        trtexec_command,
+        validate_profile,
+    )
+
+    profile = profile_from_shapes(ctx.shapes, ctx.options.get("max_batch", 1))
+    problems = validate_profile(profile)
+    export_onnx(ctx, precision, tmp / "model.onnx")
+    problems += check_onnx_for_tensorrt(tmp / "model.onnx")
+    if problems:
+        raise ExportValidationError(f"the ONNX for TensorRT fails static checks: {problems}")
+    facts: dict = {"profile": profile.__dict__, "static_checks": "passed"}
+    if validate:  # the graph TensorRT will run, checked in ONNX Runtime
+        facts["onnx_validation"] = validate_onnx(ctx, precision, tmp / "model.onnx", large)
+        facts["validation"] = facts["onnx_validation"]
+    command = trtexec_command("model.onnx", "model.engine", profile)
+    (tmp / "build_engine.sh").write_text(f"#!/bin/sh\n# Build the engine on the target device.\nset -e\n{command}\n")
+    reason = tensorrt_available()
+    if reason is None:
+        facts.update(
+            build_engine(tmp / "model.onnx", tmp / "model.engine", [profile], timing_cache=tmp / "timing.cache")
+        )
+        facts["engine_built"] = True
+    else:
+        facts.update(engine_built=False, reason=f"{reason}: run build_engine.sh on the target")
+    facts["trtexec"] = command
+    return {**facts, "libraries": library_versions("onnx", "onnxruntime", "tensorrt")}
+
+
+_EXPORTERS = {"onnx": _onnx, "openvino": _openvino, "coreml": _coreml, "tensorrt": _tensorrt}
+
+
+def export_model(
+    model: str | Path,
+    formats: str,
+    precisions: str,
+    out_dir: str | Path,
+    shapes: tuple[tuple[int, int], ...] = DEFAULT_SHAPES,
+    validate: bool = True,
+    large: bool = False,
+    **options,
+) -> list[dict]:
+    """Export ``model`` to every (format, precision) asked for, each into
+    ``out_dir/<format>-<precision>/`` with ``manifest.json`` and ``golden.npz``.
+
+    Every combination is checked before any work; an artifact that misses its tolerance
+    against PyTorch raises :class:`ExportValidationError` and is not written.
+    """
+    jobs: list[tuple[Format, str]] = parse_request(formats, precisions)
+    if any(p == "int8" for _, p in jobs):
+        raise ValueError(
+            "int8 export needs a quantized model from `baryir quantize`, which this version "
+            "does not have yet; export fp32/fp16 for now"
+        )
+    path = resolve_model_path(model)
+    ctx = ExportContext(load_model(path), str(model), file_sha256(path), tuple(shapes), options)
+    results = []
+    for fmt, precision in jobs:
+        folder = Path(out_dir) / f"{fmt.name}-{precision}"
+        start = time.perf_counter()
+        with atomic_artifact(folder) as tmp:
+            facts = _EXPORTERS[fmt.name](ctx, precision, tmp, validate, large)
+            failures = check_tolerance(precision, facts.get("validation", []))
+            if failures:
+                raise ExportValidationError(f"{fmt.name} {precision} missed its tolerance: {failures}")
+            facts["golden"] = write_golden(tmp, ctx.model)
+            facts["export_seconds"] = round(time.perf_counter() - start, 1)
+            size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file() and f.suffix != ".npz")
+            facts["artifact_bytes"] = size
+            write_manifest(tmp, ctx, fmt.name, precision, fmt.artifact, **facts)
+        results.append({"format": fmt.name, "precision": precision, "folder": str(folder), **facts})
+    return results

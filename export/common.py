@@ -1,0 +1,147 @@
+"""What every exporter shares: the export context, atomic artifact folders, manifest, golden."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from baryir.data.images import read_rgb
+from baryir.inference import PAD_MULTIPLE
+from baryir.model import BaryNet
+
+from .wrapper import INPUT_NAME, OUTPUT_NAME, reference_output
+
+#: Camera / preview resolutions (H, W) used as enumerated shapes and TensorRT profile points.
+DEFAULT_SHAPES: tuple[tuple[int, int], ...] = ((256, 256), (480, 640), (720, 1280), (1080, 1920))
+GOLDEN_EXAMPLE = Path(__file__).resolve().parent.parent / "baryir" / "examples" / "rain.png"
+
+
+@dataclass
+class ExportContext:
+    """The model being exported and the facts every manifest repeats."""
+
+    model: BaryNet
+    source: str  # checkpoint path or shipped name
+    source_sha256: str
+    shapes: tuple[tuple[int, int], ...] = DEFAULT_SHAPES
+    options: dict = field(default_factory=dict)
+
+
+def golden_input() -> torch.Tensor:
+    """A real degraded image (bundled rain example), cropped to 128 x 160: (1, 3, H, W)."""
+    return read_rgb(GOLDEN_EXAMPLE)[None, :, :128, :160].contiguous()
+
+
+def library_versions(*packages: str) -> dict[str, str]:
+    """Installed versions of the given distributions (missing ones are left out)."""
+    versions = {}
+    for name in ("torch", "numpy", *packages):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+@contextmanager
+def atomic_artifact(folder: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success its files replace ``folder``'s, else it is
+    removed. Files are renamed in one by one, the manifest last, so a reader that finds a
+    manifest finds a complete artifact."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
+    try:
+        yield tmp
+        entries = sorted(tmp.iterdir(), key=lambda p: p.name == "manifest.json")
+        for entry in entries:
+            dest = folder / entry.name
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            entry.replace(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_golden(folder: Path, model: BaryNet, image: torch.Tensor | None = None) -> dict:
+    """Save ``golden.npz`` (input and the PyTorch FP32 output) for on-device validation."""
+    image = golden_input() if image is None else image
+    out = reference_output(model, image)
+    np.savez_compressed(folder / "golden.npz", input=image.numpy(), output=out.numpy())
+    return {"file": "golden.npz", "input_shape": list(image.shape)}
+
+
+def write_manifest(
+    folder: Path, ctx: ExportContext, fmt: str, precision: str, artifact: str, libraries: dict[str, str], **extra
+) -> dict:
+    """Write ``manifest.json`` describing the artifact and how to feed it."""
+    manifest = {
+        "format": fmt,
+        "precision": precision,
+        "artifact": artifact,
+        "model_config": ctx.model.config.to_dict(),
+        "inputs": [{"name": INPUT_NAME, "layout": "NCHW", "color": "RGB", "range": [0.0, 1.0], "dtype": "float32"}],
+        "outputs": [{"name": OUTPUT_NAME, "layout": "NCHW", "color": "RGB", "range": [0.0, 1.0], "dtype": "float32"}],
+        "pad_multiple": PAD_MULTIPLE,
+        "shapes": [list(s) for s in ctx.shapes],
+        "source": {"checkpoint": ctx.source, "sha256": ctx.source_sha256},
+        "libraries": libraries,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **extra,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def validation_sizes(large: bool) -> list[tuple[int, int]]:
+    """Sizes (H, W) every artifact is checked at: square, landscape, portrait, and >= 1024 px."""
+    sizes = [(64, 64), (96, 160), (200, 128), (128, 1024)]
+    return sizes + [(2048, 2048)] if large else sizes
+
+
+def compare(ours: np.ndarray, ref: np.ndarray) -> dict:
+    """Max abs error and PSNR (dB, data range 1) of an artifact's output against PyTorch."""
+    finite = bool(np.isfinite(ours).all())
+    if not finite:
+        return {"max_abs": float("inf"), "psnr": 0.0, "finite": False}
+    diff = ours.astype(np.float64) - ref.astype(np.float64)
+    mse = float(np.mean(diff**2))
+    return {
+        "max_abs": float(np.abs(diff).max()),
+        "psnr": float("inf") if mse == 0 else 10 * np.log10(1 / mse),
+        "finite": True,
+    }
+
+
+#: What an artifact must reach against PyTorch FP32 at every validation size.
+TOLERANCES = {"fp32": {"max_abs": 1e-4}, "fp16": {"psnr": 40.0}}
+
+
+def check_tolerance(precision: str, rows: list[dict]) -> list[str]:
+    """Failures of validation rows against :data:`TOLERANCES` (NaN/Inf always fails)."""
+    tol = TOLERANCES.get(precision, {})
+    failures = []
+    for r in rows:
+        if not r["finite"]:
+            failures.append(f"{r['size']}: NaN/Inf in the output")
+        elif "max_abs" in tol and r["max_abs"] > tol["max_abs"]:
+            failures.append(f"{r['size']}: max abs error {r['max_abs']:.2e} > {tol['max_abs']:.0e}")
+        elif "psnr" in tol and r["psnr"] < tol["psnr"]:
+            failures.append(f"{r['size']}: {r['psnr']:.1f} dB vs PyTorch < {tol['psnr']} dB")
+    return failures
+
+
+def validation_image(h: int, w: int) -> torch.Tensor:
+    """A reproducible real test input of size h x w: the bundled rain photo, mirrored to size."""
+    base = read_rgb(GOLDEN_EXAMPLE).numpy()
+    pad = ((0, 0), (0, max(0, h - base.shape[1])), (0, max(0, w - base.shape[2])))
+    return torch.from_numpy(np.pad(base, pad, mode="symmetric")[None, :, :h, :w].copy())
