@@ -196,6 +196,70 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- restore
+def cmd_restore(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from runtimes import Tiling, load_runner
+    from runtimes.restore import expand_inputs, restore_file
+
+    paths = expand_inputs(args.inputs)
+    if not paths:
+        print("error: no input images matched", file=sys.stderr)
+        return 2
+    runner = load_runner(args.model, args.backend, args.device, args.precision)
+    info = runner.info
+    print(f"backend {info.backend} on {info.device} at {info.precision} ({info.artifact})", file=sys.stderr)
+    tiling = Tiling(args.tile, args.overlap) if args.tile else None
+    failures = 0
+    for path in tqdm(paths, desc="restore", unit="img", disable=args.no_progress):
+        result = restore_file(runner, path, Path(args.out), tiling, f".{args.format}" if args.format else None)
+        if result.error:
+            failures += 1
+            tqdm.write(f"error: {result.input}: {result.error}", file=sys.stderr)
+    print(f"restored {len(paths) - failures} of {len(paths)} image(s) into {args.out}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+# ---------------------------------------------------------------------------- parity / bench
+def _combos(backends: list[str], precisions: list[str]) -> list[tuple[str, str]]:
+    return [(b, p) for b in backends for p in precisions]
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    from runtimes.parity import Combo, large_item, markdown, run_parity
+
+    from .evaluate import paired_items, synthetic_items
+
+    if not args.pairs and not args.clean:
+        print("error: give --pairs INPUT_DIR TARGET_DIR or --clean DIR --tasks ...", file=sys.stderr)
+        return 2
+    items = paired_items(*args.pairs, limit=args.limit) if args.pairs else []
+    if args.clean:
+        items += synthetic_items(args.clean, args.tasks, limit=args.limit)
+    items.append(large_item(items[0]))
+    combos = [Combo(b, p) for b, p in _combos(args.backends, args.precisions)]
+    report = run_parity(args.model, items, combos, Path(args.cache))
+    print(markdown(report))
+    if args.json:
+        _write_json(args.json, report)
+    return 0 if all(r["passed"] for r in report["rows"]) else 1
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from runtimes.bench import markdown, plot_png, run_bench
+
+    report = run_bench(
+        args.model, _combos(args.backends, args.precisions), args.size, Path(args.cache), args.warmup, args.repeats
+    )
+    print(markdown(report))
+    if args.json:
+        _write_json(args.json, report)
+    if args.plot:
+        print(f"plot: {plot_png(report, args.plot)}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def _size(text: str) -> tuple[int, int]:
     try:
@@ -348,6 +412,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--json", help="write the results (manifests) as JSON here")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "restore",
+        help="restore image files with any backend",
+        description="Restore files, folders and globs (PNG/JPEG/TIFF/BMP/WebP). Outputs keep the input's name and "
+        "format, bit depth, alpha and ICC profile; EXIF orientation is applied. Bad inputs are reported and "
+        "skipped; the exit code is 1 if any failed.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("-o", "--out", required=True, help="output folder (never the inputs' own files)")
+    p.add_argument("--model", default="default", help="default, a checkpoint, or an exported artifact/folder")
+    p.add_argument(
+        "--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt", "coreml"]
+    )
+    p.add_argument("--device", help="cpu/cuda (torch), cpu/cuda/tensorrt/coreml (onnxruntime), CPU/GPU/NPU (openvino)")
+    p.add_argument("--precision", help="fp32/fp16/bf16 where the backend can choose (default: the artifact's)")
+    p.add_argument("--tile", type=int, help="restore in tiles of this size (multiple of 8) to bound memory")
+    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels, feathered (default 32)")
+    p.add_argument("--format", choices=["png", "jpg", "tif", "bmp", "webp"], help="write this format instead")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_restore)
+
+    backends = ["torch", "onnxruntime", "openvino", "tensorrt", "coreml"]
+    p = sub.add_parser(
+        "parity",
+        help="compare every backend x precision with PyTorch FP32 on real degraded images",
+        description="Run the same degraded images (plus one >= 1024 px) through each backend and precision, "
+        "exporting what is needed into --cache, and compare with PyTorch FP32 and the clean targets. Budgets: "
+        "FP32 >= 50 dB and FP16/BF16 >= 40 dB vs PyTorch, INT8 <= 0.3 dB loss vs target. Exit 1 if a row fails.",
+    )
+    p.add_argument("--model", default="default")
+    p.add_argument("--pairs", nargs=2, metavar=("INPUT_DIR", "TARGET_DIR"))
+    p.add_argument("--clean", help="clean photos degraded with --tasks (fixed seeds)")
+    p.add_argument("--tasks", nargs="+", default=["denoise_25"], choices=sorted(TASKS), metavar="TASK")
+    p.add_argument("--limit", type=int, default=3, help="images per folder (default 3)")
+    p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "openvino"], choices=backends)
+    p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16", "int8"])
+    p.add_argument("--cache", default="out/artifacts", help="where exported artifacts are kept")
+    p.add_argument("--json", help="write {reference, rows} JSON here")
+    p.set_defaults(func=cmd_parity)
+
+    p = sub.add_parser(
+        "bench",
+        help="latency, throughput and memory per backend x precision x size",
+        description="Benchmark each backend and precision at each size, every row in a fresh process and all "
+        "rows in one run (compare ratios, not absolute numbers, on a shared machine).",
+    )
+    p.add_argument("--model", default="default")
+    p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "openvino"], choices=backends)
+    p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16", "int8"])
+    p.add_argument(
+        "--size",
+        type=lambda t: [_size(v) for v in t.split(",")],
+        default=[(512, 512)],
+        help="HxW list, e.g. 512x512,1024x1024",
+    )
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--cache", default="out/artifacts")
+    p.add_argument("--json", help="write the rows as JSON here")
+    p.add_argument("--plot", help="write a latency bar chart (PNG) here")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -1,0 +1,50 @@
+"""TensorRT runner: a serialized engine through the TensorRT 10 Python API, CUDA buffers from torch."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..base import BackendUnavailable, Runner, RunnerInfo
+
+
+class TensorRTRunner(Runner):
+    """Deserialise ``model.engine`` and run it with ``execute_async_v3`` on torch CUDA tensors.
+
+    The precision is the engine's (built strongly typed from the ONNX of that precision)."""
+
+    def __init__(self, path: str, device: str | None = None, precision: str = "fp32") -> None:
+        try:
+            import tensorrt as trt
+            import torch
+        except ImportError as e:
+            raise BackendUnavailable(
+                "TensorRT is missing: pip install 'baryir[tensorrt]' (NVIDIA index) or use JetPack's python3-libnvinfer"
+            ) from e
+        if not torch.cuda.is_available():
+            raise BackendUnavailable("TensorRT needs an NVIDIA GPU; none is visible to torch")
+        self.torch = torch
+        self.device = torch.device(device or "cuda")
+        logger = trt.Logger(trt.Logger.WARNING)
+        with open(path, "rb") as f:
+            self.engine = trt.Runtime(logger).deserialize_cuda_engine(f.read())
+        if self.engine is None:
+            raise RuntimeError(f"{path}: TensorRT could not deserialize the engine (built by another version?)")
+        self.context = self.engine.create_execution_context()
+        name = torch.cuda.get_device_name(self.device)
+        self.info = RunnerInfo("tensorrt", f"cuda ({name}), TensorRT {trt.__version__}", precision, path)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        self.context.set_input_shape("image", tuple(x.shape))
+        out = torch.empty(tuple(self.context.get_tensor_shape("restored")), device=self.device, dtype=torch.float32)
+        self.context.set_tensor_address("image", x.data_ptr())
+        self.context.set_tensor_address("restored", out.data_ptr())
+        stream = torch.cuda.current_stream(self.device)
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError("TensorRT execution failed")
+        stream.synchronize()
+        return out.cpu().numpy()
+
+    def close(self) -> None:
+        self.context = self.engine = None

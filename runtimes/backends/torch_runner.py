@@ -1,0 +1,33 @@
+"""PyTorch eager runner: CPU or CUDA, fp32 / fp16 / bf16."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from baryir.checkpoints import load_model
+
+from ..base import Runner, RunnerInfo
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TorchRunner(Runner):
+    """BaryNet in eager PyTorch. Half precision keeps the model's float32 islands (LayerNorm
+    statistics, MDTA's L2 norm); fp16 on the CPU is supported but slow."""
+
+    def __init__(self, model: str, device: str | None = None, precision: str | None = None) -> None:
+        precision = precision or "fp32"
+        if precision not in _DTYPES:
+            raise ValueError(f"torch runner precision must be one of {sorted(_DTYPES)}, not {precision!r}")
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = _DTYPES[precision]
+        self.device = torch.device(device)
+        self.model = load_model(model, self.device).to(self.dtype)
+        label = f"cuda ({torch.cuda.get_device_name(self.device)})" if self.device.type == "cuda" else "cpu"
+        self.info = RunnerInfo("torch", label, precision, str(model))
+
+    @torch.inference_mode()
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).to(self.device, self.dtype)
+        return self.model(x, return_latents=False).clamp(0, 1).float().cpu().numpy()

@@ -1,0 +1,156 @@
+"""Latency, throughput and memory of backends x precisions x sizes, each row in a fresh process.
+
+Rows are measured one after another in one command, so their ratios hold on a noisy machine;
+a fresh process per row gives a clean peak RSS and an honest first-run time.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import multiprocessing as mp
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .base import BackendUnavailable
+from .loader import load_runner
+from .parity import artifact_for
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in ("torch", "onnxruntime", "openvino", "coremltools", "tensorrt"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _artifact_bytes(artifact: str) -> int:
+    path = Path(artifact)
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and f.suffix not in (".npz", ".json"))
+    return path.stat().st_size if path.exists() else 0
+
+
+def _measure(
+    artifact: str, backend: str, precision: str, size: tuple[int, int], warmup: int, repeats: int, queue
+) -> None:
+    try:
+        start = time.perf_counter()
+        device = "cpu" if backend in ("torch", "onnxruntime") else None
+        runner = load_runner(artifact, backend, device, None if backend in ("onnxruntime", "tensorrt") else precision)
+        x = np.random.default_rng(0).random((1, 3, *size), dtype=np.float32)
+        runner.run(x)
+        first = time.perf_counter() - start
+        for _ in range(warmup):
+            runner.run(x)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            runner.run(x)
+            times.append((time.perf_counter() - t) * 1e3)
+        p50, p90, p99 = (float(np.percentile(times, q)) for q in (50, 90, 99))
+        queue.put(
+            {
+                "device": runner.info.device,
+                "runs_at": runner.info.precision,
+                "first_run_s": round(first, 3),
+                "p50_ms": round(p50, 2),
+                "p90_ms": round(p90, 2),
+                "p99_ms": round(p99, 2),
+                "throughput_ips": round(1e3 / p50, 3),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            }
+        )
+    except (BackendUnavailable, ValueError, RuntimeError) as e:
+        queue.put({"skipped": str(e)})
+
+
+def run_bench(
+    model: str,
+    combos: list[tuple[str, str]],
+    sizes: list[tuple[int, int]],
+    cache: Path,
+    warmup: int = 2,
+    repeats: int = 10,
+) -> dict:
+    """One row per (backend, precision, size); unsupported combinations are skipped with a note."""
+    ctx = mp.get_context("spawn")
+    rows, skipped = [], []
+    for backend, precision in combos:
+        try:
+            artifact = artifact_for(model, backend, precision, cache)
+        except (BackendUnavailable, ValueError, ImportError) as e:
+            skipped.append({"backend": backend, "precision": precision, "reason": str(e)})
+            continue
+        for h, w in sizes:
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_measure, args=(artifact, backend, precision, (h, w), warmup, repeats, queue))
+            proc.start()
+            result = queue.get()
+            proc.join()
+            if "skipped" in result:
+                skipped.append({"backend": backend, "precision": precision, "reason": result["skipped"]})
+                break
+            rows.append(
+                {
+                    "backend": backend,
+                    "precision": precision,
+                    "height": h,
+                    "width": w,
+                    **result,
+                    "artifact_mb": round(_artifact_bytes(artifact) / 1e6, 2),
+                }
+            )
+    return {"model": model, "libraries": _versions(), "rows": rows, "skipped": skipped}
+
+
+def markdown(report: dict) -> str:
+    """Benchmark rows as Markdown, with the speed-up over torch fp32 at the same size."""
+    base = {
+        (r["height"], r["width"]): r["p50_ms"]
+        for r in report["rows"]
+        if r["backend"] == "torch" and r["precision"] == "fp32"
+    }
+    lines = [
+        "| backend | precision | size | device | runs at | p50 ms | p90 ms | p99 ms | first run s | img/s "
+        "| peak RSS MB | artifact MB | vs torch fp32 |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["rows"]:
+        ref = base.get((r["height"], r["width"]))
+        speed = f"{ref / r['p50_ms']:.2f}x" if ref else "-"
+        lines.append(
+            f"| {r['backend']} | {r['precision']} | {r['height']}x{r['width']} | {r['device']} | "
+            f"{r['runs_at']} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['first_run_s']} | "
+            f"{r['throughput_ips']} | {r['peak_rss_mb']} | {r['artifact_mb']} | {speed} |"
+        )
+    lines += [f"\nskipped {s['backend']} {s['precision']}: {s['reason']}" for s in report["skipped"]]
+    return "\n".join(lines)
+
+
+def plot_png(report: dict, path: str | Path) -> Path:
+    """A horizontal bar chart of p50 latency per row (PIL only, no plotting dependency)."""
+    from PIL import Image, ImageDraw
+
+    rows = report["rows"]
+    labels = [f"{r['backend']} {r['precision']} {r['height']}x{r['width']}" for r in rows]
+    width, bar_h, left = 900, 26, 300
+    img = Image.new("RGB", (width, 40 + bar_h * max(1, len(rows))), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((10, 10), "p50 latency (ms), lower is better", fill="black")
+    top = max((r["p50_ms"] for r in rows), default=1.0)
+    for i, (label, r) in enumerate(zip(labels, rows)):
+        y = 35 + i * bar_h
+        length = int((width - left - 90) * r["p50_ms"] / top)
+        draw.text((10, y + 6), label, fill="black")
+        draw.rectangle([left, y + 4, left + length, y + bar_h - 4], fill=(70, 120, 200))
+        draw.text((left + length + 6, y + 6), f"{r['p50_ms']:.1f}", fill="black")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path

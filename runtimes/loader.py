@@ -1,0 +1,72 @@
+"""``load_runner``: pick the backend from an artifact (suffix and manifest) or take it explicitly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .base import Runner
+
+#: backend -> (artifact suffixes, manifest format name)
+BACKENDS = {
+    "torch": ((".safetensors", ".pth", ".pt"), None),
+    "onnxruntime": ((".onnx",), "onnx"),
+    "openvino": ((".xml",), "openvino"),
+    "tensorrt": ((".engine", ".plan"), "tensorrt"),
+    "coreml": ((".mlpackage", ".mlmodel"), "coreml"),
+}
+_FORMAT_TO_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt", "coreml": "coreml"}
+
+
+def _resolve(artifact: str | Path) -> tuple[str, Path | str, dict]:
+    """(backend, file to load, manifest or {}) for a checkpoint, artifact file or folder."""
+    path = Path(artifact)
+    if path.is_dir() and path.suffix not in (".mlpackage",):
+        manifest_path = path / "manifest.json"
+        if not manifest_path.exists():
+            raise FileNotFoundError(
+                f"{path} is a folder without manifest.json; pass the model file or an export folder"
+            )
+        manifest = json.loads(manifest_path.read_text())
+        return _FORMAT_TO_BACKEND[manifest["format"]], path / manifest["artifact"], manifest
+    manifest_path = path.parent / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if path.exists() and manifest_path.exists() else {}
+    for backend, (suffixes, _) in BACKENDS.items():
+        if path.suffix in suffixes:
+            return backend, path, manifest
+    return "torch", str(artifact), {}  # a shipped name such as "default"
+
+
+def load_runner(
+    artifact: str | Path = "default", backend: str = "auto", device: str | None = None, precision: str | None = None
+) -> Runner:
+    """A runner for a checkpoint (PyTorch) or an exported artifact (ONNX Runtime, OpenVINO,
+    TensorRT, CoreML). ``device`` and ``precision`` default to what the artifact was built
+    for; the runner's ``info`` says what really runs."""
+    found, path, manifest = _resolve(artifact)
+    if backend != "auto" and backend != found:
+        if not (backend == "openvino" and found == "onnxruntime"):  # OpenVINO also reads ONNX
+            raise ValueError(f"{artifact} is a {found} artifact; it cannot run on {backend}")
+        found = backend
+    built = manifest.get("precision")
+    if built and precision and found != "openvino" and precision != built:
+        raise ValueError(f"{artifact} was exported as {built}; re-export it for {precision}")
+    if found == "torch":
+        from .backends.torch_runner import TorchRunner
+
+        return TorchRunner(str(path), device, precision)
+    if found == "onnxruntime":
+        from .backends.onnxruntime_runner import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(str(path), device, built or precision or "fp32")
+    if found == "openvino":
+        from .backends.openvino_runner import OpenVINORunner
+
+        return OpenVINORunner(str(path), device, precision or ("int8" if built == "int8" else None))
+    if found == "tensorrt":
+        from .backends.tensorrt_runner import TensorRTRunner
+
+        return TensorRTRunner(str(path), device, built or "fp32")
+    from .backends.coreml_runner import CoreMLRunner
+
+    return CoreMLRunner(str(path), device, built or "fp16", manifest.get("io", "image"))

@@ -1,0 +1,141 @@
+"""Backend parity: the same real degraded images through every backend x precision, compared
+with PyTorch FP32 and with the clean targets."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from baryir.evaluate import EvalItem
+from baryir.metrics import psnr, ssim
+
+from .base import BackendUnavailable
+from .loader import load_runner
+
+#: Default budgets: FP32/FP16/BF16 against PyTorch FP32 (dB), INT8 as loss against the target.
+BUDGETS = {
+    "fp32": ("psnr_vs_reference", 50.0),
+    "fp16": ("psnr_vs_reference", 40.0),
+    "bf16": ("psnr_vs_reference", 40.0),
+    "int8": ("target_loss_db", 0.3),
+}
+PSNR_CAP = 200.0  # identical outputs report this instead of infinity
+_EXPORT_FORMAT = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt", "coreml": "coreml"}
+
+
+@dataclass
+class Combo:
+    backend: str
+    precision: str
+
+
+def large_item(item: EvalItem, size: tuple[int, int] = (1032, 776)) -> EvalItem:
+    """A >= 1024 px input made by mirroring a real test pair to ``size`` (odd sizes come from
+    the data sets themselves, e.g. CBSD68's 481 x 321)."""
+
+    def mirror(img: torch.Tensor) -> torch.Tensor:
+        arr = img.numpy()
+        pad = ((0, 0), (0, max(0, size[0] - arr.shape[1])), (0, max(0, size[1] - arr.shape[2])))
+        return torch.from_numpy(np.pad(arr, pad, mode="symmetric")[:, : size[0], : size[1]].copy())
+
+    return EvalItem(
+        item.dataset, item.task, f"{item.name}@{size[0]}x{size[1]}", mirror(item.degraded), mirror(item.target)
+    )
+
+
+def artifact_for(model: str, backend: str, precision: str, cache: Path) -> str:
+    """The checkpoint (torch) or an exported artifact folder in ``cache`` (exported if missing)."""
+    if backend == "torch":
+        return model
+    fmt = _EXPORT_FORMAT[backend]
+    export_precision = "fp32" if backend == "openvino" and precision in ("fp32", "bf16", "fp16") else precision
+    folder = cache / f"{fmt}-{export_precision}"
+    if not (folder / "manifest.json").exists():
+        from export.api import export_model
+
+        export_model(model, fmt, export_precision, cache, validate=False, shapes=((256, 256),), coreml_io="tensor")
+    return str(folder)
+
+
+def _run(runner, item: EvalItem) -> np.ndarray:
+    image = item.degraded.permute(1, 2, 0).numpy()
+    return runner.restore(image).transpose(2, 0, 1)
+
+
+def run_parity(
+    model: str, items: list[EvalItem], combos: list[Combo], cache: Path, budgets: dict | None = None
+) -> dict:
+    """Rows for torch-fp32 (the reference) and every combo; skipped combos carry a note."""
+    budgets = {**BUDGETS, **(budgets or {})}
+    reference_runner = load_runner(model, "torch", "cpu", "fp32")
+    references = [_run(reference_runner, it) for it in items]
+    rows, skipped = [], []
+    for combo in [Combo("torch", "fp32")] + [c for c in combos if (c.backend, c.precision) != ("torch", "fp32")]:
+        try:
+            device = "cpu" if combo.backend in ("torch", "onnxruntime") else None
+            runner = load_runner(
+                artifact_for(model, combo.backend, combo.precision, cache),
+                combo.backend,
+                device,
+                None if combo.backend in ("onnxruntime", "tensorrt") else combo.precision,
+            )
+        except (BackendUnavailable, ValueError) as e:
+            skipped.append({"backend": combo.backend, "precision": combo.precision, "reason": str(e)})
+            continue
+        outs = [_run(runner, it) for it in items]
+        diffs = np.concatenate([np.abs(o - r).ravel() for o, r in zip(outs, references)])
+        finite = all(np.isfinite(o).all() for o in outs)
+        row = {
+            "backend": combo.backend,
+            "precision": combo.precision,
+            "device": runner.info.device,
+            "runs_at": runner.info.precision,
+            "psnr_vs_reference": min(min(psnr(o, r), PSNR_CAP) for o, r in zip(outs, references)) if finite else 0.0,
+            "max_abs": float(diffs.max()) if finite else math.inf,
+            "p99_abs": float(np.quantile(diffs, 0.99)) if finite else math.inf,
+            "changed_8bit": float(
+                np.mean(
+                    np.concatenate([(np.round(o * 255) != np.round(r * 255)).ravel() for o, r in zip(outs, references)])
+                )
+            ),
+            "psnr_vs_target": float(np.mean([psnr(o, it.target) for o, it in zip(outs, items)])),
+            "ssim_vs_target": float(np.mean([ssim(torch.from_numpy(o), it.target) for o, it in zip(outs, items)])),
+        }
+        rows.append(row)
+        runner.close()
+    base = rows[0]
+    for row in rows:
+        row["target_loss_db"] = base["psnr_vs_target"] - row["psnr_vs_target"]
+        key, limit = budgets[row["precision"]]
+        value = row[key]
+        row["passed"] = bool(
+            np.isfinite(row["max_abs"]) and (value >= limit if key == "psnr_vs_reference" else value <= limit)
+        )
+        row["budget"] = f"{key} {'>=' if key == 'psnr_vs_reference' else '<='} {limit}"
+    return {
+        "reference": "torch-fp32",
+        "images": [f"{it.dataset}/{it.task}/{it.name}" for it in items],
+        "rows": rows,
+        "skipped": skipped,
+    }
+
+
+def markdown(report: dict) -> str:
+    """The parity report as a Markdown table."""
+    lines = [
+        "| backend | precision | device | runs at | PSNR vs torch | max abs | p99 abs | 8-bit changed "
+        "| PSNR vs target | SSIM vs target | Δ dB | pass |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in report["rows"]:
+        lines.append(
+            f"| {r['backend']} | {r['precision']} | {r['device']} | {r['runs_at']} | {r['psnr_vs_reference']:.1f} "
+            f"| {r['max_abs']:.2e} | {r['p99_abs']:.2e} | {100 * r['changed_8bit']:.2f}% | {r['psnr_vs_target']:.2f} "
+            f"| {r['ssim_vs_target']:.4f} | {-r['target_loss_db']:+.3f} | {'yes' if r['passed'] else 'NO'} |"
+        )
+    lines += [f"\nskipped {s['backend']} {s['precision']}: {s['reason']}" for s in report["skipped"]]
+    return "\n".join(lines)

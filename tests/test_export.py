@@ -1,0 +1,242 @@
+"""Exports: the format table, ONNX, OpenVINO, CoreML (conversion and spec), TensorRT (static)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from baryir import save_model
+from export.api import export_model
+from export.common import atomic_artifact
+from export.formats import parse_request
+from export.tensorrt_export import (
+    Profile,
+    check_onnx_for_tensorrt,
+    profile_from_shapes,
+    tensorrt_available,
+    trtexec_command,
+    validate_profile,
+)
+
+
+@pytest.fixture(scope="module")
+def nano_path(tmp_path_factory):
+    from baryir import build_model
+
+    torch.manual_seed(0)
+    model = build_model("nano")
+    # perturb the output conv so the network is not close to identity and errors are meaningful
+    with torch.no_grad():
+        model.output.weight.mul_(20)
+    return save_model(model, tmp_path_factory.mktemp("model") / "nano.safetensors")
+
+
+@pytest.fixture(scope="module")
+def exported(nano_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    results = export_model(nano_path, "onnx,openvino,tensorrt", "fp32,fp16", out, shapes=((64, 64), (96, 128)))
+    return out, {(r["format"], r["precision"]): r for r in results}
+
+
+def test_format_table_refuses_bad_requests_before_work():
+    assert [(f.name, p) for f, p in parse_request("onnx,coreml", "fp32,fp16")] == [
+        ("onnx", "fp32"),
+        ("onnx", "fp16"),
+        ("coreml", "fp32"),
+        ("coreml", "fp16"),
+    ]
+    assert len(parse_request("all", "fp32")) == 4
+    with pytest.raises(ValueError, match="coreml does not support int8"):
+        parse_request("coreml", "int8")
+    with pytest.raises(ValueError, match="unknown format 'tflite'.*unknown precision 'fp8'"):
+        parse_request("tflite", "fp8")
+
+
+def test_int8_is_refused_until_a_quantized_model_exists(nano_path, tmp_path):
+    with pytest.raises(ValueError, match="baryir quantize"):
+        export_model(nano_path, "onnx", "int8", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_graph_contract_and_validation(exported):
+    out, results = exported
+    model = onnx.load(str(out / "onnx-fp32" / "model.onnx"))
+    assert model.opset_import[0].version >= 17
+    assert [i.name for i in model.graph.input] == ["image"] and [o.name for o in model.graph.output] == ["restored"]
+    dims = [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims[0] and dims[2] and dims[3] and dims[1] == ""  # dynamic N, H, W; 3 channels fixed
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta["baryir.config"])["dim"] == 8 and meta["baryir.pad_multiple"] == "8"
+    rows = results[("onnx", "fp32")]["validation"]
+    assert len(rows) >= 4 and any(max(r["size"]) >= 1024 for r in rows)
+    assert len({r["size"][0] / r["size"][1] for r in rows}) >= 3  # several aspect ratios
+    assert all(r["max_abs"] <= 1e-4 for r in rows)
+    manifest = json.loads((out / "onnx-fp32" / "manifest.json").read_text())
+    assert manifest["inputs"][0]["layout"] == "NCHW" and manifest["source"]["sha256"]
+    assert {"torch", "onnx", "onnxruntime"} <= set(manifest["libraries"])
+
+
+def test_onnx_fp16_keeps_reductions_in_float32(exported):
+    out, results = exported
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(out / "onnx-fp16" / "model.onnx")))
+    types = {v.name: v.type.tensor_type.elem_type for v in list(model.graph.value_info) + list(model.graph.input)}
+    reductions = [n for n in model.graph.node if n.op_type in ("ReduceL2", "ReduceMean")]
+    assert reductions
+    assert all(types[n.input[0]] == onnx.TensorProto.FLOAT for n in reductions)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert all(types.get(n.output[0]) == onnx.TensorProto.FLOAT16 for n in convs)
+    assert all(r["finite"] and r["psnr"] >= 40 for r in results[("onnx", "fp16")]["validation"])
+
+
+def test_golden_file_validates_the_artifact_without_pytorch(exported):
+    import onnxruntime as ort
+
+    out, _ = exported
+    golden = np.load(out / "onnx-fp32" / "golden.npz")
+    session = ort.InferenceSession(str(out / "onnx-fp32" / "model.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"image": golden["input"]})[0], golden["output"], atol=1e-4)
+
+
+def test_openvino_ir_is_dynamic_and_f32_exact(exported):
+    import openvino as ov
+
+    out, results = exported
+    model = ov.Core().read_model(str(out / "openvino-fp32" / "model.xml"))
+    shape = model.inputs[0].get_partial_shape()
+    assert shape[0].is_dynamic and shape[2].is_dynamic and shape[3].is_dynamic and shape[1].get_length() == 3
+    rows = results[("openvino", "fp32")]["validation"]
+    assert all(r["max_abs"] <= 1e-4 for r in rows)
+    # the plugin default on this CPU is reported next to the forced f32 result
+    assert all("precision" in r["plugin_default"] for r in rows)
+    fp16 = ov.Core().read_model(str(out / "openvino-fp16" / "model.xml"))
+    assert any(op.get_type_name() == "Convert" for op in fp16.get_ops())  # fp16 weights, decompressed
+
+
+def test_tensorrt_static_checks(exported):
+    out, results = exported
+    assert check_onnx_for_tensorrt(out / "tensorrt-fp32" / "model.onnx") == []
+    assert check_onnx_for_tensorrt(out / "tensorrt-fp16" / "model.onnx") == []
+    r = results[("tensorrt", "fp32")]
+    assert r["profile"]["min"] == (1, 64, 64) and r["profile"]["max"] == (1, 96, 128)
+    script = (out / "tensorrt-fp32" / "build_engine.sh").read_text()
+    assert "--stronglyTyped" in script and "--minShapes=image:1x3x64x64" in script
+    if tensorrt_available() is not None:
+        assert r["engine_built"] is False and "build_engine.sh" in r["reason"]
+
+
+def _qdq_model(zero_point: np.ndarray | None, op: str = "Relu") -> onnx.ModelProto:
+    from onnx import helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array(0.1, dtype=np.float32), "scale")]
+    q_inputs = ["x", "scale"]
+    if zero_point is not None:
+        inits.append(numpy_helper.from_array(zero_point, "zp"))
+        q_inputs.append("zp")
+    nodes = [
+        helper.make_node("QuantizeLinear", q_inputs, ["q"], name="q"),
+        helper.make_node("DequantizeLinear", ["q", *q_inputs[1:]], ["dq"], name="dq"),
+        helper.make_node(op, ["dq"], ["y"], name="op"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(
+    "zp, op, problem",
+    [
+        (np.array(0, dtype=np.int8), "Relu", None),
+        (np.array(3, dtype=np.int8), "Relu", "non-zero zero point"),
+        (np.array(0, dtype=np.uint8), "Relu", "not INT8"),
+        (None, "Relu", "defaults to UINT8"),
+        (np.array(0, dtype=np.int8), "StringNormalizer", "not supported by TensorRT"),
+    ],
+)
+def test_tensorrt_checks_flag_asymmetric_and_unsupported_graphs(tmp_path, zp, op, problem):
+    path = tmp_path / "m.onnx"
+    onnx.save(_qdq_model(zp, op), str(path))
+    problems = check_onnx_for_tensorrt(path)
+    if problem is None:
+        assert problems == []
+    else:
+        assert any(problem in p for p in problems), problems
+
+
+def test_tensorrt_profiles_are_validated():
+    p = profile_from_shapes(((720, 1280), (256, 256), (1080, 1920)))
+    assert validate_profile(p) == [] and p.opt == (1, 720, 1280)
+    assert any("multiples of 8" in e for e in validate_profile(Profile((1, 60, 64), (1, 64, 64), (1, 64, 64))))
+    assert any("min <= opt <= max" in e for e in validate_profile(Profile((1, 64, 64), (1, 128, 64), (1, 96, 64))))
+    cmd = trtexec_command("m.onnx", "m.engine", p)
+    assert "--maxShapes=image:1x3x1080x1920" in cmd and "--builderOptimizationLevel=3" in cmd
+
+
+@pytest.mark.skipif(tensorrt_available() is not None, reason=f"needs TensorRT and a GPU: {tensorrt_available()}")
+def test_tensorrt_engine_builds_and_matches_onnx(nano_path, tmp_path):
+    results = export_model(nano_path, "tensorrt", "fp16", tmp_path, shapes=((64, 64), (128, 128)))
+    assert results[0]["engine_built"] and (tmp_path / "tensorrt-fp16" / "model.engine").stat().st_size > 0
+
+
+def test_coreml_conversion_and_spec(nano_path, tmp_path):
+    pytest.importorskip("coremltools")
+    from export.coreml_export import spec_summary
+
+    results = export_model(nano_path, "coreml", "fp16", tmp_path, shapes=((64, 64), (96, 128)), coreml_io="image")
+    spec = spec_summary(tmp_path / "coreml-fp16" / "model.mlpackage")
+    assert spec["type"] == "mlProgram" and spec["specification_version"] >= 7  # iOS 16
+    assert spec["inputs"][0] == {
+        "name": "image",
+        "type": "imageType",
+        "enumerated": [[64, 64], [96, 128]],
+        "range": False,
+    }
+    assert spec["outputs"][0]["type"] == "imageType"
+    assert spec["author"] and json.loads(spec["metadata"]["baryir.config"])["dim"] == 8
+    assert spec["metadata"]["baryir.precision"] == "fp16"
+    assert results[0]["prediction_validated"] is False  # image I/O is checked by spec; prediction needs macOS
+
+
+def test_coreml_fp16_program_keeps_reductions_in_float32(nano_path, tmp_path):
+    ct = pytest.importorskip("coremltools")
+    export_model(nano_path, "coreml", "fp16", tmp_path, shapes=((64, 64),), coreml_io="tensor", coreml_flexible="range")
+    from export.coreml_export import spec_summary
+
+    spec = spec_summary(tmp_path / "coreml-fp16" / "model.mlpackage")
+    assert spec["inputs"][0]["type"] == "multiArrayType" and spec["inputs"][0]["range"]
+    mlmodel = ct.models.MLModel(str(tmp_path / "coreml-fp16" / "model.mlpackage"), skip_model_load=True)
+    ops = [op for f in mlmodel._mil_program.functions.values() for op in f.operations]
+    by_type: dict[str, set[str]] = {}
+    for op in ops:
+        if op.outputs:
+            by_type.setdefault(op.op_type, set()).add(str(op.outputs[0].dtype))
+    assert all("fp32" in t for t in by_type["reduce_l2_norm"])
+    assert all("fp32" in t for t in by_type["reduce_mean"])
+    assert any("fp16" in t for t in by_type["conv"])
+
+
+@pytest.mark.skipif(platform.system() != "Darwin", reason="CoreML prediction runs on macOS only")
+def test_coreml_prediction_matches_pytorch(nano_path, tmp_path):
+    results = export_model(nano_path, "coreml", "fp32", tmp_path, shapes=((64, 64),), coreml_io="tensor")
+    assert results[0]["prediction_validated"] and results[0]["validation"][0]["max_abs"] <= 1e-3
+
+
+def test_atomic_artifact_leaves_no_partial_files(tmp_path):
+    folder = tmp_path / "onnx-fp32"
+    with pytest.raises(RuntimeError):
+        with atomic_artifact(folder) as tmp:
+            (tmp / "model.onnx").write_bytes(b"half")
+            raise RuntimeError("validation failed")
+    assert list(folder.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["onnx-fp32"]
+    shutil.rmtree(folder)
