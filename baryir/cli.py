@@ -201,6 +201,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from runtimes import Tiling, load_runner
+    from runtimes.loader import model_dim
     from runtimes.restore import expand_inputs, restore_file
 
     paths = expand_inputs(args.inputs)
@@ -211,9 +212,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     info = runner.info
     print(f"backend {info.backend} on {info.device} at {info.precision} ({info.artifact})", file=sys.stderr)
     tiling = Tiling(args.tile, args.overlap) if args.tile else None
+    auto = (model_dim(args.model), args.memory_mb)
     failures = 0
     for path in tqdm(paths, desc="restore", unit="img", disable=args.no_progress):
-        result = restore_file(runner, path, Path(args.out), tiling, f".{args.format}" if args.format else None)
+        result = restore_file(runner, path, Path(args.out), tiling, f".{args.format}" if args.format else None, auto)
         if result.error:
             failures += 1
             tqdm.write(f"error: {result.input}: {result.error}", file=sys.stderr)
@@ -428,7 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", help="cpu/cuda (torch), cpu/cuda/tensorrt/coreml (onnxruntime), CPU/GPU/NPU (openvino)")
     p.add_argument("--precision", help="fp32/fp16/bf16 where the backend can choose (default: the artifact's)")
-    p.add_argument("--tile", type=int, help="restore in tiles of this size (multiple of 8) to bound memory")
+    p.add_argument(
+        "--tile",
+        type=int,
+        help="tile size (multiple of 8); default: tile only images whose activations exceed --memory-mb",
+    )
+    p.add_argument("--memory-mb", type=float, default=1024, help="activation memory budget for auto tiling")
     p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels, feathered (default 32)")
     p.add_argument("--format", choices=["png", "jpg", "tif", "bmp", "webp"], help="write this format instead")
     p.add_argument("--no-progress", action="store_true")

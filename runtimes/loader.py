@@ -37,6 +37,16 @@ def _resolve(artifact: str | Path) -> tuple[str, Path | str, dict]:
     return "torch", str(artifact), {}  # a shipped name such as "default"
 
 
+def model_dim(artifact: str | Path) -> int:
+    """The BaryNet ``dim`` behind a checkpoint or artifact (sizes memory budgets)."""
+    found, path, manifest = _resolve(artifact)
+    if manifest:
+        return int(manifest["model_config"]["dim"])
+    from baryir.checkpoints import load_model
+
+    return load_model(path).config.dim
+
+
 def load_runner(
     artifact: str | Path = "default", backend: str = "auto", device: str | None = None, precision: str | None = None
 ) -> Runner:

@@ -4,6 +4,7 @@ with PyTorch FP32 and with the clean targets."""
 from __future__ import annotations
 
 import math
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +48,24 @@ def large_item(item: EvalItem, size: tuple[int, int] = (1032, 776)) -> EvalItem:
     )
 
 
+def unavailable_reason(backend: str) -> str | None:
+    """Why ``backend`` cannot run here (checked before exporting anything for it), or None."""
+    if backend == "coreml" and platform.system() != "Darwin":
+        return "CoreML prediction needs macOS"
+    if backend == "tensorrt":
+        from export.tensorrt_export import tensorrt_available
+
+        return tensorrt_available()
+    return None
+
+
 def artifact_for(model: str, backend: str, precision: str, cache: Path) -> str:
     """The checkpoint (torch) or an exported artifact folder in ``cache`` (exported if missing)."""
     if backend == "torch":
         return model
+    reason = unavailable_reason(backend)
+    if reason:
+        raise BackendUnavailable(reason)
     fmt = _EXPORT_FORMAT[backend]
     export_precision = "fp32" if backend == "openvino" and precision in ("fp32", "bf16", "fp16") else precision
     folder = cache / f"{fmt}-{export_precision}"

@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 from baryir.data.images import IMAGE_SUFFIXES
 
 from .base import Runner
-from .processing import Tiling
+from .processing import Tiling, auto_tiling
 
 #: Refuse images above this many pixels (decompression bombs); 100 MP covers real photos.
 MAX_PIXELS = 100_000_000
@@ -118,7 +118,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def restore_with_fallback(runner: Runner, rgb: np.ndarray, tiling: Tiling | None) -> np.ndarray:
     """``runner.restore``; on out-of-memory, retry with tiles half the size (down to 128 px)."""
-    while True:
+    while True:  # each retry halves the tile, so this ends
         try:
             return runner.restore(rgb, tiling)
         except (MemoryError, RuntimeError) as e:
@@ -132,9 +132,17 @@ def restore_with_fallback(runner: Runner, rgb: np.ndarray, tiling: Tiling | None
 
 
 def restore_file(
-    runner: Runner, path: Path, out_dir: Path, tiling: Tiling | None = None, suffix: str | None = None
+    runner: Runner,
+    path: Path,
+    out_dir: Path,
+    tiling: Tiling | None = None,
+    suffix: str | None = None,
+    auto: tuple[int, float] | None = None,
 ) -> RestoreResult:
-    """Restore one file into ``out_dir`` (same name and format unless ``suffix`` says otherwise)."""
+    """Restore one file into ``out_dir`` (same name and format unless ``suffix`` says otherwise).
+
+    Without ``tiling``, ``auto=(model dim, budget MB)`` tiles images whose activations would
+    not fit the budget."""
     out_path = out_dir / (path.stem + (suffix or path.suffix))
     if out_path.resolve() == path.resolve():
         return RestoreResult(str(path), error="output would overwrite the input; choose another -o folder")
@@ -149,6 +157,8 @@ def restore_file(
     fmt = _FORMATS.get(out_path.suffix.lower())
     if fmt is None:
         return RestoreResult(str(path), error=f"cannot write {out_path.suffix!r}; use --format png")
+    if tiling is None and auto is not None:
+        tiling = auto_tiling(rgb.shape[0], rgb.shape[1], auto[0], auto[1])
     restored = restore_with_fallback(runner, rgb, tiling)
     _write_atomic(out_path, _encode(restored, alpha, source, fmt))
     return RestoreResult(str(path), str(out_path))

@@ -1,0 +1,243 @@
+"""Runners, shared processing, `baryir restore`, parity and bench on the CPU backends."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from baryir import save_model
+from baryir.cli import main
+from runtimes import Tiling, load_runner
+from runtimes.processing import from_float, pad_to_multiple, run_tiled, tile_starts, to_float
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    from baryir import build_model
+
+    torch.manual_seed(0)
+    return save_model(build_model("nano"), tmp_path_factory.mktemp("m") / "nano.safetensors")
+
+
+def test_dtype_round_trips():
+    for dtype, top in ((np.uint8, 255), (np.uint16, 65535)):
+        img = np.arange(0, top, max(1, top // 97), dtype=dtype)[:96].reshape(4, 8, 3)
+        x, back = to_float(img)
+        assert x.dtype == np.float32 and back == dtype and x.max() <= 1
+        np.testing.assert_array_equal(from_float(x, back), img)
+    with pytest.raises(TypeError, match="unsupported image dtype"):
+        to_float(np.zeros((2, 2, 3), dtype=np.int64))
+
+
+def test_padding_reflects_to_the_multiple():
+    x = np.random.rand(1, 3, 13, 21).astype(np.float32)
+    p = pad_to_multiple(x)
+    assert p.shape == (1, 3, 16, 24)
+    np.testing.assert_array_equal(p[..., :13, :21], x)
+    np.testing.assert_array_equal(p[..., 13, :21], x[..., 11, :])  # reflect, not zeros
+
+
+def test_tiles_cover_and_blend_exactly():
+    assert tile_starts(100, 64, 16) == [0, 36]
+    assert tile_starts(64, 64, 16) == [0]
+    x = np.random.rand(1, 3, 150, 97).astype(np.float32)
+    np.testing.assert_allclose(run_tiled(lambda b: b * 2, x, Tiling(64, 16), batch=3), 2 * x, atol=1e-6)
+    with pytest.raises(ValueError):
+        Tiling(60, 16)
+
+
+def test_backends_agree_on_one_image(model_path, tmp_path):
+    from export.api import export_model
+
+    export_model(model_path, "onnx,openvino", "fp32", tmp_path, validate=False)
+    img = (np.random.default_rng(1).random((45, 70, 3)) * 255).astype(np.uint8)
+    outs = {}
+    for artifact in (model_path, tmp_path / "onnx-fp32", tmp_path / "openvino-fp32"):
+        runner = load_runner(artifact)
+        outs[runner.info.backend] = runner.restore(img.astype(np.float32) / 255)
+        assert runner.info.precision == "fp32"
+        assert runner.restore(img).dtype == np.uint8
+    assert set(outs) == {"torch", "onnxruntime", "openvino"}
+    for name in ("onnxruntime", "openvino"):
+        np.testing.assert_allclose(outs[name], outs["torch"], atol=1e-4)
+
+
+def test_openvino_runner_states_its_real_precision(model_path, tmp_path):
+    from export.api import export_model
+
+    export_model(model_path, "openvino", "fp32", tmp_path, validate=False)
+    assert load_runner(tmp_path / "openvino-fp32").info.precision == "fp32"
+    assert load_runner(tmp_path / "openvino-fp32", precision="bf16").info.precision == "bf16"
+
+
+def test_missing_or_mismatched_backends_are_clear_errors(model_path, tmp_path):
+    with pytest.raises(ValueError, match="cannot run on onnxruntime"):
+        load_runner(model_path, backend="onnxruntime")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        load_runner(tmp_path / "empty")
+
+
+def _write(path, array, **params):
+    Image.fromarray(array).save(path, **params)
+    return path
+
+
+def test_restore_keeps_formats_and_reports_bad_inputs(model_path, tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    rgb = (rng.random((40, 52, 3)) * 255).astype(np.uint8)
+    _write(src / "photo.png", rgb)
+    _write(src / "photo2.jpg", rgb, quality=90)
+    gray16 = (rng.random((33, 41)) * 65535).astype(np.uint16)
+    Image.fromarray(gray16).save(src / "gray16.png")
+    rgba = np.dstack([rgb, np.full((40, 52), 77, np.uint8)])
+    _write(src / "alpha.png", rgba)
+    Image.fromarray(rgb).convert("P").save(src / "palette.png")
+    Image.fromarray(rgb).convert("L").save(src / "gray.webp")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    Image.fromarray(rgb).save(src / "rotated.jpg", exif=exif.tobytes())
+    icc = b"\x00" * 128  # any profile bytes must survive untouched
+    Image.fromarray(rgb).save(src / "icc.png", icc_profile=icc)
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    (src / "truncated.png").write_bytes(buf.getvalue()[:200])
+    (src / "empty.png").write_bytes(b"")
+    (src / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    code = main(
+        ["restore", str(src), str(src / "notes.txt"), "-o", str(out), "--model", str(model_path), "--no-progress"]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    for bad in ("broken.png", "truncated.png", "empty.png", "notes.txt"):
+        assert bad in err
+    assert "restored 8 of 12" in err
+    assert Image.open(out / "photo.png").size == (52, 40)
+    assert Image.open(out / "photo2.jpg").format == "JPEG"
+    g = Image.open(out / "gray16.png")
+    assert g.mode.startswith("I") and np.asarray(g).max() > 255
+    a = Image.open(out / "alpha.png")
+    assert a.mode == "RGBA" and np.all(np.asarray(a)[..., 3] == 77)
+    assert Image.open(out / "gray.webp").mode == "L"
+    assert Image.open(out / "rotated.jpg").size == (40, 52)  # EXIF orientation applied
+    assert Image.open(out / "icc.png").info.get("icc_profile") == icc
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_restore_never_overwrites_inputs_and_tiles(model_path, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    _write(src / "a.png", (np.random.default_rng(2).random((90, 130, 3)) * 255).astype(np.uint8))
+    before = (src / "a.png").read_bytes()
+    assert main(["restore", str(src / "a.png"), "-o", str(src), "--model", str(model_path), "--no-progress"]) == 1
+    assert (src / "a.png").read_bytes() == before
+    assert (
+        main(
+            [
+                "restore",
+                str(src / "*.png"),
+                "-o",
+                str(tmp_path / "t"),
+                "--model",
+                str(model_path),
+                "--tile",
+                "64",
+                "--overlap",
+                "16",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert Image.open(tmp_path / "t" / "a.png").size == (130, 90)
+
+
+def test_parity_cli_runs_cpu_backends(model_path, tmp_path, photo_dir):
+    report = tmp_path / "parity.json"
+    code = main(
+        [
+            "parity",
+            "--model",
+            str(model_path),
+            "--clean",
+            str(photo_dir),
+            "--tasks",
+            "denoise_25",
+            "--limit",
+            "2",
+            "--backends",
+            "torch",
+            "onnxruntime",
+            "openvino",
+            "--precisions",
+            "fp32",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--json",
+            str(report),
+        ]
+    )
+    data = json.loads(report.read_text())
+    assert data["reference"] == "torch-fp32"
+    rows = {(r["backend"], r["precision"]): r for r in data["rows"]}
+    assert set(rows) == {("torch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32")}
+    for r in data["rows"]:
+        assert {
+            "backend",
+            "precision",
+            "device",
+            "psnr_vs_reference",
+            "max_abs",
+            "psnr_vs_target",
+            "ssim_vs_target",
+            "passed",
+        } <= set(r)
+        assert r["psnr_vs_reference"] >= 50 and r["passed"]
+    assert code == 0
+    assert len(data["images"]) == 3 and any("@1032x776" in name for name in data["images"])
+
+
+def test_bench_cli_rows(model_path, tmp_path):
+    report = tmp_path / "bench.json"
+    assert (
+        main(
+            [
+                "bench",
+                "--model",
+                str(model_path),
+                "--backends",
+                "torch",
+                "onnxruntime",
+                "coreml",
+                "--size",
+                "64x64",
+                "--repeats",
+                "2",
+                "--warmup",
+                "1",
+                "--cache",
+                str(tmp_path / "c"),
+                "--json",
+                str(report),
+                "--plot",
+                str(tmp_path / "b.png"),
+            ]
+        )
+        == 0
+    )
+    data = json.loads(report.read_text())
+    assert {r["backend"] for r in data["rows"]} == {"torch", "onnxruntime"}
+    assert any(s["backend"] == "coreml" for s in data["skipped"])  # not macOS: skipped with a note
+    for r in data["rows"]:
+        assert r["p50_ms"] > 0 and r["p90_ms"] >= r["p50_ms"] and r["peak_rss_mb"] > 0
+        assert (r["height"], r["width"]) == (64, 64)
+    assert (tmp_path / "b.png").stat().st_size > 0
