@@ -60,7 +60,7 @@ def synthetic_items(
     clean_dir: str | Path, tasks: Iterable[str], dataset: str | None = None, limit: int | None = None
 ) -> list[EvalItem]:
     """Items synthesised from clean photos, one per (task, image), with fixed seeds."""
-    images, paths = read_images(list_images(clean_dir)[:limit])
+    images, paths = read_images(list_images(clean_dir), limit=limit)
     name = dataset or Path(clean_dir).name
     return [
         EvalItem(name, task, p.name, degrade(img, task, image_seed(task, p.name)), img)

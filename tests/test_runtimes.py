@@ -100,7 +100,8 @@ def test_restore_keeps_formats_and_reports_bad_inputs(model_path, tmp_path, caps
     rgba = np.dstack([rgb, np.full((40, 52), 77, np.uint8)])
     _write(src / "alpha.png", rgba)
     Image.fromarray(rgb).convert("P").save(src / "palette.png")
-    Image.fromarray(rgb).convert("L").save(src / "gray.webp")
+    Image.fromarray(rgb).convert("L").save(src / "gray.png")
+    Image.fromarray(rgb).save(src / "photo3.webp")
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees on display
     Image.fromarray(rgb).save(src / "rotated.jpg", exif=exif.tobytes())
@@ -120,14 +121,15 @@ def test_restore_keeps_formats_and_reports_bad_inputs(model_path, tmp_path, caps
     assert code == 1
     for bad in ("broken.png", "truncated.png", "empty.png", "notes.txt"):
         assert bad in err
-    assert "restored 8 of 12" in err
+    assert "restored 9 of 13" in err
     assert Image.open(out / "photo.png").size == (52, 40)
     assert Image.open(out / "photo2.jpg").format == "JPEG"
     g = Image.open(out / "gray16.png")
     assert g.mode.startswith("I") and np.asarray(g).max() > 255
     a = Image.open(out / "alpha.png")
     assert a.mode == "RGBA" and np.all(np.asarray(a)[..., 3] == 77)
-    assert Image.open(out / "gray.webp").mode == "L"
+    assert Image.open(out / "gray.png").mode == "L"
+    assert Image.open(out / "photo3.webp").format == "WEBP"
     assert Image.open(out / "rotated.jpg").size == (40, 52)  # EXIF orientation applied
     assert Image.open(out / "icc.png").info.get("icc_profile") == icc
     assert not list(out.glob(".*.tmp"))

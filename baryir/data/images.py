@@ -37,13 +37,16 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     return (img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
 
 
-def read_images(paths: list[Path], min_size: int = 0) -> tuple[list[torch.Tensor], list[Path]]:
-    """Read many images; unreadable or too-small ones are logged and skipped, not fatal.
-
-    Returns the images and the paths they came from (same order).
+def read_images(
+    paths: list[Path], min_size: int = 0, limit: int | None = None
+) -> tuple[list[torch.Tensor], list[Path]]:
+    """Read many images (at most ``limit`` good ones); unreadable or too-small ones are logged
+    and skipped, not fatal. Returns the images and the paths they came from (same order).
     """
     images, kept = [], []
     for p in paths:
+        if limit is not None and len(images) >= limit:
+            break
         try:
             img = read_rgb(p)
         except Exception as e:  # PIL raises many types for corrupt files
