@@ -24,7 +24,9 @@ from .common import ExportContext
 from .wrapper import INPUT_NAME, OUTPUT_NAME, DeploymentModel
 
 #: MIL ops kept in float32 under FP16 compute precision (reductions and what feeds off them).
-FP32_OPS = frozenset({"reduce_mean", "reduce_l2_norm", "reduce_sum_square", "rsqrt", "maximum", "real_div"})
+FP32_OPS = frozenset(
+    {"layer_norm", "reduce_mean", "reduce_l2_norm", "reduce_sum_square", "rsqrt", "maximum", "real_div"}
+)
 RANGE_BOUNDS = (64, 4096)
 
 
@@ -104,13 +106,21 @@ def export_coreml(
             "baryir.shapes": json.dumps([list(s) for s in ctx.shapes]),
         }
     )
+    dtypes = op_dtypes(mlmodel)
     mlmodel.save(str(path))
-    return {
-        "io": io,
-        "flexible": flexible,
-        "deployment_target": "iOS16",
-        "fp32_ops": sorted(FP32_OPS) if precision == "fp16" else "all",
-    }
+    return {"io": io, "flexible": flexible, "deployment_target": "iOS16", "op_dtypes": dtypes}
+
+
+def op_dtypes(mlmodel) -> dict[str, list[str]]:
+    """For each MIL op type in the converted program, the dtypes its outputs are computed in."""
+    from coremltools.converters.mil.mil import types
+
+    found: dict[str, set[str]] = {}
+    for function in mlmodel._mil_program.functions.values():
+        for op in function.operations:
+            if op.outputs and types.is_tensor(op.outputs[0].sym_type):
+                found.setdefault(op.op_type, set()).add(types.builtin_to_string(op.outputs[0].dtype))
+    return {k: sorted(v) for k, v in sorted(found.items())}
 
 
 def spec_summary(path: Path) -> dict:
