@@ -30,7 +30,9 @@ def _versions() -> dict[str, str]:
 
 
 def _artifact_bytes(artifact: str) -> int:
-    path = Path(artifact)
+    from baryir.checkpoints import resolve_model_path
+
+    path = Path(artifact) if Path(artifact).exists() else resolve_model_path(artifact)
     if path.is_dir():
         return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and f.suffix not in (".npz", ".json"))
     return path.stat().st_size if path.exists() else 0
