@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import BackendUnavailable
-from .loader import load_runner
-from .parity import artifact_for
+from .parity import artifact_for, open_runner
 
 
 def _versions() -> dict[str, str]:
@@ -43,8 +42,7 @@ def _measure(
 ) -> None:
     try:
         start = time.perf_counter()
-        device = "cpu" if backend in ("torch", "onnxruntime") else None
-        runner = load_runner(artifact, backend, device, None if backend in ("onnxruntime", "tensorrt") else precision)
+        runner = open_runner(artifact, backend, precision)
         x = np.random.default_rng(0).random((1, 3, *size), dtype=np.float32)
         runner.run(x)
         first = time.perf_counter() - start

@@ -76,6 +76,13 @@ def artifact_for(model: str, backend: str, precision: str, cache: Path) -> str:
     return str(folder)
 
 
+def open_runner(artifact: str, backend: str, precision: str):
+    """A runner for a parity/bench row: CPU for torch and ONNX Runtime; graph-typed backends
+    (ONNX Runtime, TensorRT) take the precision the artifact was exported at."""
+    device = "cpu" if backend in ("torch", "onnxruntime") else None
+    return load_runner(artifact, backend, device, None if backend in ("onnxruntime", "tensorrt") else precision)
+
+
 def _run(runner, item: EvalItem) -> np.ndarray:
     image = item.degraded.permute(1, 2, 0).numpy()
     return runner.restore(image).transpose(2, 0, 1)
@@ -91,12 +98,8 @@ def run_parity(
     rows, skipped = [], []
     for combo in [Combo("torch", "fp32")] + [c for c in combos if (c.backend, c.precision) != ("torch", "fp32")]:
         try:
-            device = "cpu" if combo.backend in ("torch", "onnxruntime") else None
-            runner = load_runner(
-                artifact_for(model, combo.backend, combo.precision, cache),
-                combo.backend,
-                device,
-                None if combo.backend in ("onnxruntime", "tensorrt") else combo.precision,
+            runner = open_runner(
+                artifact_for(model, combo.backend, combo.precision, cache), combo.backend, combo.precision
             )
         except (BackendUnavailable, ValueError) as e:
             skipped.append({"backend": combo.backend, "precision": combo.precision, "reason": str(e)})

@@ -62,9 +62,10 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 def _load(path: Path) -> tuple[np.ndarray, np.ndarray | None, Image.Image]:
     """(RGB array uint8/uint16, alpha or None, the opened image) with EXIF orientation applied."""
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-        im = Image.open(path)
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # PIL's own guard, as an error
+        im = Image.open(path)  # reads the header only
+        if im.width * im.height > MAX_PIXELS:  # checked before any pixel is decoded
+            raise Image.DecompressionBombError(f"{im.width}x{im.height}")
         im.load()
     if im.width == 0 or im.height == 0:
         raise ValueError("zero-size image")
