@@ -243,3 +243,11 @@ def test_bench_cli_rows(model_path, tmp_path):
         assert r["p50_ms"] > 0 and r["p90_ms"] >= r["p50_ms"] and r["peak_rss_mb"] > 0
         assert (r["height"], r["width"]) == (64, 64)
     assert (tmp_path / "b.png").stat().st_size > 0
+
+
+def test_restore_refuses_decompression_bombs_before_decoding(model_path, tmp_path, capsys):
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (12_000, 12_000)).save(bomb)  # 144 MP, a few kB on disk
+    code = main(["restore", str(bomb), "-o", str(tmp_path / "out"), "--model", str(model_path), "--no-progress"])
+    assert code == 1 and "decompression bomb" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "bomb.png").exists()
