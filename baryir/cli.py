@@ -196,6 +196,39 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- quantize
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from quantize.api import QuantizeOptions, run_quantize
+
+    opts = QuantizeOptions(
+        model=args.model,
+        data=args.data,
+        out=args.out,
+        method=args.method,
+        tasks=args.tasks,
+        ignored=args.ignored,
+        calib_samples=args.calib_samples,
+        calib_patch=args.calib_patch,
+        steps=args.steps,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        patch_size=args.patch_size,
+        loss=args.loss,
+        distill=args.distill,
+        device=args.device,
+        seed=args.seed,
+        workers=args.workers,
+        ckpt_every=args.ckpt_every,
+        val_every=args.val_every,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    path = run_quantize(opts, _validation_items(args))
+    print(f"quantized model: {path}")
+    print(f"export it with: baryir export --model {path} --format onnx,openvino --precision int8")
+    return 0
+
+
 # ---------------------------------------------------------------------------- restore
 def cmd_restore(args: argparse.Namespace) -> int:
     from tqdm import tqdm
@@ -481,6 +514,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the rows as JSON here")
     p.add_argument("--plot", help="write a latency bar chart (PNG) here")
     p.set_defaults(func=cmd_bench)
+
+    from quantize.scheme import DEFAULT_IGNORED, IGNORED_SCOPES
+
+    p = sub.add_parser(
+        "quantize",
+        help="INT8: NNCF post-training quantization (ptq) or quantization-aware fine-tuning (qat)",
+        description="Quantize a model to symmetric signed INT8 (per-channel weights, per-tensor "
+        "activations, zero points 0: one scheme for ONNX Runtime, OpenVINO and TensorRT). "
+        "ptq calibrates on degraded patches of the task mix; qat starts from ptq and "
+        "fine-tunes with the training losses. Writes OUT/model-int8.safetensors, which "
+        "`baryir export --precision int8` and `baryir eval` read.",
+    )
+    p.add_argument("--model", default="default", help="float model to quantize (default: the shipped one)")
+    p.add_argument("--method", choices=["ptq", "qat"], default="qat")
+    p.add_argument("--data", nargs="+", required=True, help="folders of clean photos or published Train/ roots")
+    p.add_argument("--tasks", nargs="+", default=list(THREE_TASK), choices=sorted(TASKS), metavar="TASK")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument(
+        "--ignored",
+        choices=sorted(IGNORED_SCOPES),
+        default=DEFAULT_IGNORED,
+        help=f"ops kept in floating point (default {DEFAULT_IGNORED}, chosen by the README's ablation)",
+    )
+    p.add_argument("--calib-samples", type=int, default=256, help="calibration patches (default 256)")
+    p.add_argument("--calib-patch", type=int, default=128, help="calibration patch size (default 128)")
+    p.add_argument("--steps", type=int, default=300, help="QAT steps (default 300)")
+    p.add_argument("--lr", type=float, default=2e-5, help="QAT learning rate (default 2e-5)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--patch-size", type=int, default=128)
+    p.add_argument("--loss", choices=["bary", "l1"], default="bary", help="QAT loss (default: the training losses)")
+    p.add_argument("--distill", type=float, default=0.0, help="weight of L1 to the FP32 model's output (0: off)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="data loader processes")
+    p.add_argument("--ckpt-every", type=int, default=50)
+    p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--val-pairs", nargs=2, metavar=("INPUT_DIR", "TARGET_DIR"), help="validation pairs")
+    p.add_argument("--val-clean", help="validation clean photos (degraded with --val-tasks)")
+    p.add_argument("--val-tasks", nargs="+", default=["denoise_25"], metavar="TASK")
+    p.add_argument("--val-limit", type=int, default=4)
+    p.add_argument("--resume", action="store_true", help="continue the QAT run in --out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_quantize)
     return parser
 
 

@@ -123,7 +123,11 @@ def _autocast(device: torch.device, precision: str):
 class Trainer:
     """Holds the model, potentials, optimisers and data for one training run."""
 
-    def __init__(self, opts: TrainOptions, validation: list[EvalItem] | None = None) -> None:
+    def __init__(
+        self, opts: TrainOptions, validation: list[EvalItem] | None = None, model: torch.nn.Module | None = None
+    ) -> None:
+        """``model`` (optional) replaces the one ``opts.init``/``opts.config`` would build
+        (quantization-aware training passes its NNCF-quantized BaryNet)."""
         if opts.loss not in ("bary", "l1"):
             raise ValueError(f"loss must be 'bary' or 'l1', not {opts.loss!r}")
         self.opts, self.validation = opts, validation or []
@@ -134,7 +138,9 @@ class Trainer:
         torch.manual_seed(opts.seed)
 
         self.data = AllInOneDataset(opts.data, opts.tasks, opts.patch_size, seed=opts.seed)
-        self.model = (load_model(opts.init).train() if opts.init else build_model(opts.config)).to(self.device)
+        if model is None:
+            model = load_model(opts.init) if opts.init else build_model(opts.config)
+        self.model = model.train().to(self.device)
         cfg = self.model.config
         self.pots = Potentials(len(self.data.sources), cfg.dim * 8, cfg.potential_pool).to(self.device)
         self.lambdas = self.data.lambdas.to(self.device)
@@ -157,8 +163,7 @@ class Trainer:
         state_path = self.out / "state.pt"
         if not state_path.exists():
             raise FileNotFoundError(f"--resume: {state_path} not found; train without --resume first")
-        tensors, _ = read_safetensors(self.out / "model.safetensors")
-        self.model.load_state_dict(tensors)
+        self.load_weights()
         self.pots.load_state_dict(read_safetensors(self.out / "potentials.safetensors")[0])
         state = torch.load(state_path, map_location=self.device, weights_only=True)
         self.opt_model.load_state_dict(state["opt_model"])
@@ -170,11 +175,7 @@ class Trainer:
         """Write weights, potentials and resumable state (rank 0 only, atomically)."""
         if self.rank:
             return
-        save_model(
-            self.model,
-            self.out / "model.safetensors",
-            {"step": self.step, "tasks": self.opts.tasks, "loss": self.opts.loss},
-        )
+        self.save_weights()
         save_potentials(self.pots, self.out / "potentials.safetensors")
         state = {
             "opt_model": self.opt_model.state_dict(),
@@ -183,6 +184,19 @@ class Trainer:
             "rng": torch.get_rng_state(),
         }
         atomic_write(self.out / "state.pt", lambda tmp: torch.save(state, tmp))
+
+    def save_weights(self) -> None:
+        """Write the model's weights (``model.safetensors`` with config)."""
+        meta = {"step": self.step, "tasks": self.opts.tasks, "loss": self.opts.loss}
+        save_model(self.model, self.out / "model.safetensors", meta)
+
+    def load_weights(self) -> None:
+        """Read back what :meth:`save_weights` wrote (for ``--resume``)."""
+        self.model.load_state_dict(read_safetensors(self.out / "model.safetensors")[0])
+
+    def extra_loss(self, degraded: torch.Tensor, restored: torch.Tensor, logs: dict[str, float]) -> torch.Tensor | None:
+        """An additional model-step term (none here; QAT adds distillation)."""
+        return None
 
     # ------------------------------------------------------------------ steps
     def train_step(
@@ -207,6 +221,9 @@ class Trainer:
             f_values = functional_call(self.pots, frozen, (bary,))
             own = f_values.gather(1, source[:, None]).squeeze(1)
             total, logs = model_loss(restored, target, terms, own, src_w, w)
+        extra = self.extra_loss(degraded, restored, logs)
+        if extra is not None:
+            total = total + extra
         self.opt_model.zero_grad(set_to_none=True)
         total.backward()
         self.opt_model.step()

@@ -36,7 +36,12 @@ def _onnx(ctx: ExportContext, precision: str, tmp: Path, validate: bool, large: 
 def _openvino(ctx: ExportContext, precision: str, tmp: Path, validate: bool, large: bool) -> dict:
     from .openvino_export import export_openvino, validate_openvino
 
+    if precision == "int8":  # the IR is read from the Q/DQ ONNX, so both share one set of int8 weights
+        from .onnx_export import export_onnx
+
+        export_onnx(ctx, precision, tmp / "model-qdq.onnx")
     facts = export_openvino(ctx, precision, tmp / "model.xml")
+    (tmp / "model-qdq.onnx").unlink(missing_ok=True)
     if validate:
         facts["validation"] = validate_openvino(ctx, precision, tmp / "model.xml", large)
     return {**facts, "libraries": library_versions("openvino")}
@@ -123,15 +128,18 @@ def export_model(
     against PyTorch raises :class:`ExportValidationError` and is not written.
     """
     jobs: list[tuple[Format, str]] = parse_request(formats, precisions)
-    if any(p == "int8" for _, p in jobs):
-        raise ValueError(
-            "int8 export needs a quantized model from `baryir quantize`, which this version "
-            "does not have yet; export fp32/fp16 for now"
-        )
-    path = resolve_model_path(model)
-    ctx = ExportContext(load_model(path), str(model), file_sha256(path), tuple(shapes), options)
+    contexts = {}
+    if any(p != "int8" for _, p in jobs):
+        path = resolve_model_path(model)
+        contexts["float"] = ExportContext(load_model(path), str(model), file_sha256(path), tuple(shapes), options)
+    if any(p == "int8" for _, p in jobs):  # the quantized model: its fake-quantized output is the reference
+        from quantize.checkpoint import load_quantized, resolve_quantized
+
+        qpath = resolve_quantized(model)
+        contexts["int8"] = ExportContext(load_quantized(qpath), str(qpath), file_sha256(qpath), tuple(shapes), options)
     results = []
     for fmt, precision in jobs:
+        ctx = contexts["int8" if precision == "int8" else "float"]
         folder = Path(out_dir) / f"{fmt.name}-{precision}"
         start = time.perf_counter()
         with atomic_artifact(folder) as tmp:

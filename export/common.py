@@ -122,8 +122,11 @@ def compare(ours: np.ndarray, ref: np.ndarray) -> dict:
     }
 
 
-#: What an artifact must reach against PyTorch FP32 at every validation size.
-TOLERANCES = {"fp32": {"max_abs": 1e-4}, "fp16": {"psnr": 40.0}}
+#: What an artifact must reach at every validation size against its PyTorch reference: the
+#: FP32 model for fp32/fp16, the fake-quantized model for int8 (the integer kernels round
+#: where PyTorch's float emulation does not; the INT8 quality budget against the clean
+#: target lives in ``baryir parity``).
+TOLERANCES = {"fp32": {"max_abs": 1e-4}, "fp16": {"psnr": 40.0}, "int8": {"psnr": 35.0}}
 
 
 def check_tolerance(precision: str, rows: list[dict]) -> list[str]:

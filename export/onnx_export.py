@@ -8,6 +8,7 @@ typed) keeps them in float32. Input and output stay float32.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -20,7 +21,7 @@ from .common import ExportContext, compare, validation_image, validation_sizes
 from .wrapper import INPUT_NAME, OUTPUT_NAME, DeploymentModel, reference_output
 
 OPSET = 17
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "int8": torch.float32}
 
 
 def _require():
@@ -37,11 +38,17 @@ def export_onnx(ctx: ExportContext, precision: str, path: Path) -> dict:
     """Trace, simplify, check and save the deployment graph; returns facts for the manifest."""
     onnx, _, onnxslim = _require()
     if precision not in _DTYPES:
-        raise ValueError(f"ONNX {precision} comes from `baryir quantize` (INT8 Q/DQ), not from a float export")
+        raise ValueError(f"ONNX precision must be one of {sorted(_DTYPES)}, not {precision!r}")
+    if precision == "int8":
+        from quantize.onnx_qdq import qdq_export_mode
+
+        export_mode = qdq_export_mode(ctx.model)
+    else:
+        export_mode = contextlib.nullcontext()
     wrapper = DeploymentModel(ctx.model, compute_dtype=_DTYPES[precision])
     example = torch.rand(1, 3, 64, 64)
     dynamic = {0: "batch", 2: "height", 3: "width"}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), export_mode:
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
         torch.onnx.export(
             wrapper,
@@ -54,7 +61,12 @@ def export_onnx(ctx: ExportContext, precision: str, path: Path) -> dict:
             dynamic_axes={INPUT_NAME: dynamic, OUTPUT_NAME: dynamic},
             do_constant_folding=True,
         )
-    graph = onnxslim.slim(onnx.load(str(path)))
+    graph = onnx.load(str(path))
+    if precision == "int8":
+        from quantize.onnx_qdq import fold_weight_quantizers
+
+        graph = fold_weight_quantizers(graph)
+    graph = onnxslim.slim(graph)
     graph = onnx.shape_inference.infer_shapes(graph, strict_mode=True)
     onnx.checker.check_model(graph, full_check=True)
     meta = {

@@ -3,6 +3,9 @@
 ``fp32`` keeps float32 weights; ``fp16`` compresses weights to float16 (the CPU plugin
 decompresses them and computes at its inference precision). Validation forces the CPU
 plugin to ``f32``: on CPUs with AMX/AVX512-BF16 it silently computes in bf16 otherwise.
+``int8`` reads the Q/DQ ONNX of the quantized model (FakeQuantize in the IR, int8 kernels on
+CPUs with VNNI/AMX); its float parts (the ignored scope) compute at the inference precision
+the runner sets (f32 unless asked otherwise).
 """
 
 from __future__ import annotations
@@ -28,40 +31,61 @@ def _require():
 def export_openvino(ctx: ExportContext, precision: str, path: Path) -> dict:
     """Convert the PyTorch deployment graph to IR at ``path`` (model.xml + model.bin)."""
     ov = _require()
-    if precision not in ("fp32", "fp16"):
-        raise ValueError("OpenVINO int8 comes from `baryir quantize` (INT8 IR), not from a float export")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = ov.convert_model(
-            DeploymentModel(ctx.model), example_input=torch.rand(1, 3, 64, 64), input=[ov.PartialShape([-1, 3, -1, -1])]
-        )
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ValueError(f"OpenVINO precision must be fp32, fp16 or int8, not {precision!r}")
+    if precision == "int8":
+        source = path.with_name("model-qdq.onnx")
+        if not source.exists():
+            raise FileNotFoundError(f"{source}: OpenVINO int8 converts the Q/DQ ONNX; export ONNX int8 first")
+        model = ov.convert_model(str(source))
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = ov.convert_model(
+                DeploymentModel(ctx.model),
+                example_input=torch.rand(1, 3, 64, 64),
+                input=[ov.PartialShape([-1, 3, -1, -1])],
+            )
     model.inputs[0].get_tensor().set_names({INPUT_NAME})
     model.outputs[0].get_tensor().set_names({OUTPUT_NAME})
     ov.save_model(model, str(path), compress_to_fp16=precision == "fp16")
-    return {"weights": "float16" if precision == "fp16" else "float32"}
+    weights = {"fp32": "float32", "fp16": "float16", "int8": "int8 (FakeQuantize from Q/DQ)"}[precision]
+    return {"weights": weights}
 
 
-def compile_ir(path: Path, device: str = "CPU", inference_precision: str | None = "f32"):
-    """Compile an IR; ``inference_precision`` None leaves the plugin's default (bf16 on AMX)."""
+def compile_ir(
+    path: Path, device: str = "CPU", inference_precision: str | None = "f32", shape: tuple[int, ...] | None = None
+):
+    """Compile an IR; ``inference_precision`` None leaves the plugin's default (bf16 on AMX);
+    ``shape`` makes it static (INT8 IRs need that on the CPU plugin, see runtimes' runner)."""
     ov = _require()
     config = {"INFERENCE_PRECISION_HINT": inference_precision} if inference_precision else {}
-    return ov.Core().compile_model(str(path), device, config)
+    core = ov.Core()
+    model = core.read_model(str(path))
+    if shape is not None:
+        model.reshape(list(shape))
+    return core.compile_model(model, device, config)
 
 
 def validate_openvino(ctx: ExportContext, precision: str, path: Path, large: bool = False) -> list[dict]:
     """Max abs error against PyTorch FP32 at f32 inference precision and, for contrast, at
     the CPU plugin's default precision."""
-    compiled = {
-        "f32": compile_ir(path, inference_precision="f32"),
-        "default": compile_ir(path, inference_precision=None),
-    }
-    default_precision = compiled["default"].get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    cache: dict = {}
+
+    def compiled(hint: str | None, shape: tuple[int, ...] | None):
+        if (hint, shape) not in cache:
+            cache[hint, shape] = compile_ir(path, inference_precision=hint, shape=shape)
+        return cache[hint, shape]
+
     rows = []
     for h, w in validation_sizes(large):
         image = validation_image(h, w)
+        shape = tuple(image.shape) if precision == "int8" else None  # dynamic shapes: wrong INT8 on CPU
+        f32, default = compiled("f32", shape), compiled(None, shape)
+        default_precision = default.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         ref = reference_output(ctx.model, image).numpy()
-        row = {"size": [h, w], **compare(np.asarray(compiled["f32"](image.numpy())[0]), ref)}
-        default = compare(np.asarray(compiled["default"](image.numpy())[0]), ref)
-        row["plugin_default"] = {"precision": default_precision, "max_abs": default["max_abs"], "psnr": default["psnr"]}
+        row = {"size": [h, w], **compare(np.asarray(f32(image.numpy())[0]), ref)}
+        plugin = compare(np.asarray(default(image.numpy())[0]), ref)
+        row["plugin_default"] = {"precision": default_precision, "max_abs": plugin["max_abs"], "psnr": plugin["psnr"]}
         rows.append(row)
     return rows

@@ -50,7 +50,7 @@ def add_gaussian_noise_range(img: torch.Tensor, gen: torch.Generator, lo: float 
 class RainSettings:
     """Rain streak parameters; ``light`` resembles Rain100L, ``heavy`` Rain100H."""
 
-    density: tuple[float, float] = (0.004, 0.012)  # share of pixels that seed a streak
+    density: tuple[float, float] = (0.0012, 0.005)  # share of pixels that seed a streak (Rain100L-like)
     length: tuple[float, float] = (20, 50)  # pixels
     angle: tuple[float, float] = (-15, 15)  # degrees from vertical
     width: tuple[float, float] = (1.2, 2.2)  # pixels

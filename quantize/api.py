@@ -1,0 +1,98 @@
+"""``run_quantize``: what ``baryir quantize`` does, from a float model to a quantized checkpoint."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from baryir.checkpoints import atomic_write, file_sha256, load_model, resolve_model_path
+from baryir.evaluate import EvalItem
+from baryir.losses import BaryLossWeights
+from baryir.train import TrainOptions
+
+from .calibration import calibration_batches
+from .checkpoint import load_quantized, save_quantized
+from .ptq import quantize_ptq
+from .qat import QAT_WEIGHTS, qat
+from .scheme import DEFAULT_IGNORED, Int8Scheme
+
+
+@dataclass
+class QuantizeOptions:
+    """Everything ``baryir quantize`` accepts (see ``baryir quantize --help``)."""
+
+    model: str
+    data: list[str]
+    out: str
+    method: str = "qat"
+    tasks: list[str] = field(default_factory=lambda: ["denoise_15", "denoise_25", "denoise_50", "derain", "dehaze"])
+    ignored: str = DEFAULT_IGNORED
+    calib_samples: int = 256
+    calib_patch: int = 128
+    steps: int = 300
+    lr: float = 2e-5
+    batch_size: int = 4
+    patch_size: int = 128
+    loss: str = "bary"
+    distill: float = 0.0
+    device: str = "cpu"
+    seed: int = 0
+    workers: int = 1
+    ckpt_every: int = 50
+    val_every: int = 100
+    resume: bool = False
+    progress: bool = True
+
+
+def run_quantize(opts: QuantizeOptions, validation: list[EvalItem] | None = None) -> Path:
+    """PTQ (``method="ptq"``) or PTQ followed by QAT; returns the quantized checkpoint
+    (``OUT/model-int8.safetensors``) and writes ``OUT/quantize.json`` with what was done."""
+    if opts.method not in ("ptq", "qat"):
+        raise ValueError(f"method must be 'ptq' or 'qat', not {opts.method!r}")
+    out = Path(opts.out)
+    target = out / QAT_WEIGHTS
+    scheme = Int8Scheme(ignored=opts.ignored)
+    source = resolve_model_path(opts.model)
+    fp32 = load_model(source)
+    provenance = {"source": str(opts.model), "source_sha256": file_sha256(source)}
+    start = time.time()
+    summary: dict = {"options": asdict(opts), "scheme": asdict(scheme), **provenance}
+    if opts.resume:
+        if not target.exists():
+            raise FileNotFoundError(f"--resume: {target} not found; run without --resume first")
+        quantized = load_quantized(target)
+    else:
+        batches = calibration_batches(
+            opts.data, opts.tasks, opts.calib_samples, opts.calib_patch, seed=opts.seed + 1234
+        )
+        quantized = quantize_ptq(fp32, batches, scheme)
+        save_quantized(quantized, target, scheme, {"method": "ptq", **provenance})
+        summary["ptq_seconds"] = round(time.time() - start, 1)
+    if opts.method == "qat":
+        train_opts = TrainOptions(
+            data=opts.data,
+            out=str(out),
+            tasks=opts.tasks,
+            loss=opts.loss,
+            steps=opts.steps,
+            batch_size=opts.batch_size,
+            patch_size=opts.patch_size,
+            lr=opts.lr,
+            schedule="cosine",
+            warmup=min(20, opts.steps // 10),
+            weights=BaryLossWeights(),
+            precision="fp32",
+            device=opts.device,
+            seed=opts.seed,
+            workers=opts.workers,
+            val_every=opts.val_every,
+            ckpt_every=opts.ckpt_every,
+            resume=opts.resume,
+            progress=opts.progress,
+        )
+        qat(train_opts, quantized, scheme, fp32, opts.distill, provenance, validation)
+    summary["seconds"] = round(time.time() - start, 1)
+    atomic_write(out / "quantize.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    return target

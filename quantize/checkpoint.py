@@ -1,0 +1,103 @@
+"""Quantized checkpoints: one safetensors file that reloads for export and evaluation.
+
+Layout: the tensors are the NNCF-wrapped model's state dict (the BaryNet weights, fine-tuned
+by QAT, plus every quantizer's scale and signedness); the header holds the BaryNet config
+(``baryir.config``), NNCF's placement config (``baryir.nncf_config``: which quantizer sits
+on which op), the scheme and the provenance. Reloading builds the BaryNet, re-inserts the
+quantizers with ``nncf.torch.load_from_config`` (it only imports ``nncf.*`` classes) and
+loads the tensors: no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from baryir.checkpoints import CONFIG_KEY, FORMAT_KEY, WEIGHTS_DIR, read_safetensors, save_tensors
+from baryir.model import BaryConfig, BaryNet
+
+from . import scheme as _scheme  # noqa: F401  (sets NNCF's extension timeout before nncf loads)
+from .scheme import Int8Scheme
+
+KIND = "quantized-model"
+NNCF_KEY = "baryir.nncf_config"
+SCHEME_KEY = "baryir.int8_scheme"
+#: Shipped INT8 versions of shipped models: ``baryir/weights/int8/<name>.safetensors``.
+SHIPPED_INT8_DIR = WEIGHTS_DIR / "int8"
+
+
+def save_quantized(
+    model: BaryNet, path: str | Path, scheme: Int8Scheme, metadata: dict[str, Any] | None = None
+) -> Path:
+    """Atomically save an NNCF-quantized BaryNet (weights, quantizer state, configs)."""
+    import nncf.torch
+
+    meta = {
+        CONFIG_KEY: json.dumps(model.config.to_dict()),
+        NNCF_KEY: json.dumps(nncf.torch.get_config(model)),
+        SCHEME_KEY: json.dumps(scheme.__dict__),
+    }
+    for key, value in (metadata or {}).items():
+        meta[f"baryir.{key}"] = value if isinstance(value, str) else json.dumps(value)
+    return save_tensors(model.state_dict(), path, KIND, meta)
+
+
+def is_quantized(path: str | Path) -> bool:
+    """True for a safetensors file written by :func:`save_quantized`."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get(FORMAT_KEY) == KIND
+
+
+def resolve_quantized(name_or_path: str | Path) -> Path:
+    """A quantized checkpoint file, or the shipped INT8 version of a shipped model name."""
+    path = Path(name_or_path)
+    if is_quantized(path):
+        return path
+    shipped = SHIPPED_INT8_DIR / f"{name_or_path}.safetensors"
+    if not path.exists() and shipped.is_file():
+        return shipped
+    raise FileNotFoundError(
+        f"{name_or_path}: no INT8 model. int8 needs a quantized checkpoint: run "
+        f"`baryir quantize --model {name_or_path} --method qat --data DIR... -o OUT` and pass "
+        f"OUT/model-int8.safetensors (shipped INT8 models: "
+        f"{sorted(p.stem for p in SHIPPED_INT8_DIR.glob('*.safetensors'))})"
+    )
+
+
+def read_header(path: str | Path) -> dict[str, Any]:
+    """The decoded header of a quantized checkpoint (config, scheme, provenance)."""
+    _, meta = read_safetensors(resolve_quantized(path))
+    return {k.removeprefix("baryir."): _maybe_json(v) for k, v in meta.items() if k.startswith("baryir.")}
+
+
+def _maybe_json(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def load_quantized(name_or_path: str | Path, device: str | torch.device = "cpu") -> BaryNet:
+    """The NNCF-quantized BaryNet of a quantized checkpoint, in eval mode."""
+    import nncf.torch
+
+    path = resolve_quantized(name_or_path)
+    tensors, meta = read_safetensors(path)
+    model = BaryNet(BaryConfig.from_dict(json.loads(meta[CONFIG_KEY]))).eval()
+    model = nncf.torch.load_from_config(model, json.loads(meta[NNCF_KEY]))
+    model.load_state_dict(tensors)
+    return model.to(device).eval()
+
+
+def load_scheme(path: str | Path) -> Int8Scheme:
+    """The :class:`Int8Scheme` a quantized checkpoint was made with."""
+    _, meta = read_safetensors(resolve_quantized(path))
+    return Int8Scheme(**json.loads(meta[SCHEME_KEY]))

@@ -1,0 +1,26 @@
+"""Post-training quantization with NNCF (the baseline QAT starts from)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from baryir.model import BaryNet
+
+from .scheme import Int8Scheme, force_signed, nncf_quantize_kwargs
+
+
+def quantize_ptq(model: BaryNet, batches: list[torch.Tensor], scheme: Int8Scheme | None = None) -> BaryNet:
+    """An NNCF-quantized copy of ``model`` (fake-quantized in PyTorch, exportable to Q/DQ),
+    with activation ranges from ``batches`` of degraded images, every quantizer signed."""
+    import nncf
+
+    scheme = scheme or Int8Scheme()
+    if not batches:
+        raise ValueError("PTQ needs calibration batches")
+    fp32 = copy.deepcopy(model).cpu().eval()
+    with torch.no_grad():
+        quantized = nncf.quantize(fp32, nncf.Dataset(batches), **nncf_quantize_kwargs(scheme, len(batches)))
+    force_signed(quantized)
+    return quantized.eval()

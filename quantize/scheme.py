@@ -1,0 +1,89 @@
+"""The one INT8 scheme every backend gets, and the NNCF parameters that produce it.
+
+- Weights: symmetric, signed, per output channel, narrow range [-127, 127].
+- Activations: symmetric, signed, per tensor, [-128, 127]. Every zero point is 0 and of
+  type int8 — TensorRT's ONNX parser rejects UINT8 QuantizeLinear and non-zero zero points.
+  NNCF (3.4) picks unsigned quantizers for non-negative activations and refuses
+  ``signedness_to_force`` on activations under every hardware config, so
+  :func:`force_signed` flips those quantizers to signed after range initialisation (their
+  scale is kept; a non-negative tensor then uses 128 of the 256 levels). QAT starts from
+  there, so it trains with the levels that deploy.
+- Preset PERFORMANCE (symmetric activations; MIXED would make them asymmetric).
+- Overflow fix: DISABLED. NNCF's fix halves the weight range (7-bit weights) to avoid a
+  saturation in the pre-VNNI int8 instructions of old Intel CPUs. Our targets (TensorRT GPUs,
+  the Neural Engine, CPUs with VNNI/AMX such as this one) do not saturate, and the fix would
+  cost every target a weight bit.
+- Ignored scopes (kept in floating point on every backend), see :data:`IGNORED_SCOPES`;
+  the default was chosen by the ablation in the README (``baryir quantize --ablation``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+# NNCF compiles a small C++ extension on first use (about a minute on 2 cores). Its default
+# 60 s timeout fails on a busy machine; give it room unless the user set a limit.
+os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "900")
+
+#: Regular expressions over NNCF node names (``<module path>/<op>/<call index>``).
+_NORMS = r".*(norm\d|LN)/body/.*"
+_ATTENTION = r".*/attn/(matmul|softmax|div|mul|__matmul__|__mul__)/\d+"
+_OUTPUT = r"(output|refinement/\d+/.*)/.*"
+
+#: name -> regex patterns of nodes left in floating point.
+IGNORED_SCOPES: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "norms": (_NORMS,),
+    "norms+attention": (_NORMS, _ATTENTION),
+    "norms+attention+output": (_NORMS, _ATTENTION, _OUTPUT),
+}
+DEFAULT_IGNORED = "norms+attention"
+
+
+@dataclass(frozen=True)
+class Int8Scheme:
+    """What a quantized checkpoint records about how it was quantized."""
+
+    ignored: str = DEFAULT_IGNORED
+    preset: str = "performance"
+    overflow_fix: str = "disable"
+    activations: str = "symmetric signed per-tensor int8"
+    weights: str = "symmetric signed per-channel int8 (narrow range)"
+
+    def __post_init__(self) -> None:
+        if self.ignored not in IGNORED_SCOPES:
+            raise ValueError(f"ignored scope must be one of {sorted(IGNORED_SCOPES)}, not {self.ignored!r}")
+
+
+def nncf_quantize_kwargs(scheme: Int8Scheme, subset_size: int) -> dict:
+    """Keyword arguments for ``nncf.quantize`` that implement ``scheme``."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    patterns = list(IGNORED_SCOPES[scheme.ignored])
+    return {
+        "preset": nncf.QuantizationPreset.PERFORMANCE,
+        "target_device": nncf.TargetDevice.ANY,
+        "subset_size": subset_size,
+        "fast_bias_correction": True,
+        "ignored_scope": nncf.IgnoredScope(patterns=patterns, validate=False) if patterns else None,
+        "advanced_parameters": AdvancedQuantizationParameters(overflow_fix=OverflowFix.DISABLE),
+    }
+
+
+def quantizers(model) -> list[tuple[str, object]]:
+    """(name, NNCF quantizer module) pairs of a quantized model."""
+    from nncf.torch.quantization.layers import BaseQuantizer
+
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, BaseQuantizer)]
+
+
+def force_signed(model) -> int:
+    """Make every quantizer signed (int8 zero point 0); returns how many were flipped."""
+    flipped = 0
+    for _, q in quantizers(model):
+        if not q.signed:
+            q.signed = True
+            flipped += 1
+    return flipped
