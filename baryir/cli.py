@@ -274,7 +274,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
         items += synthetic_items(args.clean, args.tasks, limit=args.limit)
     items.append(large_item(items[0]))
     combos = [Combo(b, p) for b, p in _combos(args.backends, args.precisions)]
-    report = run_parity(args.model, items, combos, Path(args.cache))
+    report = run_parity(args.model, items, combos, Path(args.cache), int8_model=args.int8_model)
     print(markdown(report))
     if args.json:
         _write_json(args.json, report)
@@ -284,9 +284,8 @@ def cmd_parity(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from runtimes.bench import markdown, plot_png, run_bench
 
-    report = run_bench(
-        args.model, _combos(args.backends, args.precisions), args.size, Path(args.cache), args.warmup, args.repeats
-    )
+    combos = _combos(args.backends, args.precisions)
+    report = run_bench(args.model, combos, args.size, Path(args.cache), args.warmup, args.repeats, args.int8_model)
     print(markdown(report))
     if args.json:
         _write_json(args.json, report)
@@ -490,6 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "openvino"], choices=backends)
     p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16", "int8"])
     p.add_argument("--cache", default="out/artifacts", help="where exported artifacts are kept")
+    p.add_argument(
+        "--int8-model",
+        help="quantized checkpoint for int8 rows (default: the shipped INT8 version of --model)",
+    )
     p.add_argument("--json", help="write {reference, rows} JSON here")
     p.set_defaults(func=cmd_parity)
 
@@ -511,6 +514,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--cache", default="out/artifacts")
+    p.add_argument(
+        "--int8-model",
+        help="quantized checkpoint for int8 rows (default: the shipped INT8 version of --model)",
+    )
     p.add_argument("--json", help="write the rows as JSON here")
     p.add_argument("--plot", help="write a latency bar chart (PNG) here")
     p.set_defaults(func=cmd_bench)

@@ -77,14 +77,15 @@ def run_bench(
     cache: Path,
     warmup: int = 2,
     repeats: int = 10,
+    int8_model: str | None = None,
 ) -> dict:
     """One row per (backend, precision, size); unsupported combinations are skipped with a note."""
     ctx = mp.get_context("spawn")
     rows, skipped = [], []
     for backend, precision in combos:
         try:
-            artifact = artifact_for(model, backend, precision, cache)
-        except (BackendUnavailable, ValueError, ImportError) as e:
+            artifact = artifact_for(model, backend, precision, cache, int8_model)
+        except (BackendUnavailable, ValueError, ImportError, FileNotFoundError) as e:
             skipped.append({"backend": backend, "precision": precision, "reason": str(e)})
             continue
         for h, w in sizes:

@@ -59,9 +59,13 @@ def unavailable_reason(backend: str) -> str | None:
     return None
 
 
-def artifact_for(model: str, backend: str, precision: str, cache: Path) -> str:
-    """The checkpoint (torch) or an exported artifact folder in ``cache`` (exported if missing)."""
+def artifact_for(model: str, backend: str, precision: str, cache: Path, int8_model: str | None = None) -> str:
+    """The checkpoint (torch) or an exported artifact folder in ``cache`` (exported if missing).
+    INT8 artifacts come from ``int8_model`` (a ``baryir quantize`` output) or, for a shipped
+    name such as ``default``, from its shipped INT8 version."""
     if backend == "torch":
+        if precision == "int8":
+            raise BackendUnavailable("PyTorch has no INT8 runtime (NNCF only emulates it); use onnxruntime/openvino")
         return model
     reason = unavailable_reason(backend)
     if reason:
@@ -72,7 +76,8 @@ def artifact_for(model: str, backend: str, precision: str, cache: Path) -> str:
     if not (folder / "manifest.json").exists():
         from export.api import export_model
 
-        export_model(model, fmt, export_precision, cache, validate=False, shapes=((256, 256),), coreml_io="tensor")
+        source = (int8_model or model) if precision == "int8" else model
+        export_model(source, fmt, export_precision, cache, validate=False, shapes=((256, 256),), coreml_io="tensor")
     return str(folder)
 
 
@@ -89,7 +94,12 @@ def _run(runner, item: EvalItem) -> np.ndarray:
 
 
 def run_parity(
-    model: str, items: list[EvalItem], combos: list[Combo], cache: Path, budgets: dict | None = None
+    model: str,
+    items: list[EvalItem],
+    combos: list[Combo],
+    cache: Path,
+    budgets: dict | None = None,
+    int8_model: str | None = None,
 ) -> dict:
     """Rows for torch-fp32 (the reference) and every combo; skipped combos carry a note."""
     budgets = {**BUDGETS, **(budgets or {})}
@@ -98,10 +108,9 @@ def run_parity(
     rows, skipped = [], []
     for combo in [Combo("torch", "fp32")] + [c for c in combos if (c.backend, c.precision) != ("torch", "fp32")]:
         try:
-            runner = open_runner(
-                artifact_for(model, combo.backend, combo.precision, cache), combo.backend, combo.precision
-            )
-        except (BackendUnavailable, ValueError) as e:
+            artifact = artifact_for(model, combo.backend, combo.precision, cache, int8_model)
+            runner = open_runner(artifact, combo.backend, combo.precision)
+        except (BackendUnavailable, ValueError, FileNotFoundError) as e:
             skipped.append({"backend": combo.backend, "precision": combo.precision, "reason": str(e)})
             continue
         outs = [_run(runner, it) for it in items]

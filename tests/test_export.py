@@ -58,12 +58,6 @@ def test_format_table_refuses_bad_requests_before_work():
         parse_request("tflite", "fp8")
 
 
-def test_int8_is_refused_until_a_quantized_model_exists(nano_path, tmp_path):
-    with pytest.raises(ValueError, match="baryir quantize"):
-        export_model(nano_path, "onnx", "int8", tmp_path)
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_onnx_graph_contract_and_validation(exported):
     out, results = exported
     model = onnx.load(str(out / "onnx-fp32" / "model.onnx"))

@@ -1,0 +1,205 @@
+"""Quantization: NNCF PTQ and QAT on a tiny model, quantized checkpoints, INT8 ONNX/OpenVINO."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from baryir import build_model, save_model
+from baryir.cli import main
+from export.api import export_model
+from export.common import validation_image
+from export.tensorrt_export import check_onnx_for_tensorrt
+from export.wrapper import DeploymentModel
+from quantize.api import QuantizeOptions, run_quantize
+from quantize.checkpoint import load_quantized, read_header, resolve_quantized
+from quantize.scheme import quantizers
+
+pytest.importorskip("nncf")
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(1 / np.mean((a.astype(np.float64) - b) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def float_path(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_model(build_model("nano"), tmp_path_factory.mktemp("fp32") / "nano.safetensors")
+
+
+@pytest.fixture(scope="module")
+def ptq(float_path, tmp_path_factory):
+    """PTQ of the nano model on 8 degraded patches of small synthetic photos."""
+    from conftest import _smooth_image
+    from PIL import Image
+
+    photos = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray(_smooth_image(rng, (64, 64))).save(photos / f"p{i}.png")
+    out = tmp_path_factory.mktemp("ptq")
+    opts = QuantizeOptions(
+        model=str(float_path),
+        data=[str(photos)],
+        out=str(out),
+        method="ptq",
+        tasks=["denoise_25", "derain"],
+        calib_samples=8,
+        calib_patch=32,
+        progress=False,
+    )
+    return run_quantize(opts), photos
+
+
+def test_ptq_quantizers_are_signed_and_reload_exactly(ptq):
+    path, _ = ptq
+    model = load_quantized(path)
+    found = quantizers(model)
+    assert len(found) > 50 and all(q.signed for _, q in found)
+    header = read_header(path)
+    assert header["format"] == "quantized-model" and header["int8_scheme"]["overflow_fix"] == "disable"
+    image = validation_image(48, 64)
+    again = load_quantized(path)
+    with torch.no_grad():
+        assert torch.equal(DeploymentModel(model)(image), DeploymentModel(again)(image))
+    # the ignored scope keeps the attention's normalisation/matmuls and the LayerNorm
+    # statistics in float (a LayerNorm's output is still quantized as the next conv's input)
+    names = [n for n, _ in found]
+    assert not [n for n in names if re.search(r"attn/(div|matmul|softmax)", n)]
+    assert not [n for n in names if re.search(r"norm\d/body/(mean|sub|mul|rsqrt)", n)]
+    assert [n for n in names if re.search(r"norm\d/body/add/1", n)]
+
+
+def test_int8_onnx_is_symmetric_and_runtimes_agree(ptq, tmp_path):
+    path, _ = ptq
+    results = export_model(path, "onnx,openvino,tensorrt", "int8", tmp_path, shapes=((64, 64),))
+    assert all(r["precision"] == "int8" for r in results)
+    onnx_path = tmp_path / "onnx-int8" / "model.onnx"
+    assert check_onnx_for_tensorrt(onnx_path) == []  # int8 zero points, all 0
+    graph = onnx.load(str(onnx_path)).graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("QuantizeLinear") > 20 and ops.count("DequantizeLinear") > ops.count("QuantizeLinear")
+    int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+    assert len(int8_weights) >= 20  # weights stored as int8, not float behind a QuantizeLinear
+    for t in graph.initializer:
+        if t.data_type == onnx.TensorProto.UINT8:
+            pytest.fail(f"uint8 tensor {t.name} in the graph")
+    # every validation row (ONNX Runtime, OpenVINO) matched the fake-quantized PyTorch model
+    for r in results:
+        assert all(v["psnr"] >= 35 for v in r["validation"]), r["validation"]
+
+    from runtimes import load_runner
+
+    image = validation_image(72, 96).numpy()
+    outs = {}
+    for backend in ("onnxruntime", "openvino"):
+        runner = load_runner(tmp_path / f"{'onnx' if backend == 'onnxruntime' else 'openvino'}-int8")
+        assert runner.info.precision.startswith("int8")
+        outs[backend] = runner.run(image)
+    assert _psnr(outs["onnxruntime"], outs["openvino"]) >= 35
+
+
+def test_qat_steps_resume_and_reload(ptq, float_path, tmp_path):
+    _, photos = ptq
+    common = dict(
+        model=str(float_path),
+        data=[str(photos)],
+        out=str(tmp_path / "qat"),
+        method="qat",
+        tasks=["denoise_25", "derain"],
+        calib_samples=4,
+        calib_patch=32,
+        batch_size=2,
+        patch_size=32,
+        lr=1e-4,
+        distill=1.0,
+        workers=0,
+        ckpt_every=2,
+        progress=False,
+    )
+    path = run_quantize(QuantizeOptions(steps=2, **common))
+    first = load_quantized(path)
+    path = run_quantize(QuantizeOptions(steps=4, resume=True, **common))
+    header = read_header(path)
+    assert header["method"] == "qat" and header["step"] == 4
+    metrics = (tmp_path / "qat" / "metrics.csv").read_text().splitlines()
+    assert len(metrics) == 1 + 4  # header + steps 1-2, then 3-4 after the resume
+    losses = [float(line.split(",")[3]) for line in metrics[1:]]
+    assert all(np.isfinite(losses))
+    tuned = load_quantized(path)
+    w0 = dict(first.named_parameters())["patch_embed.proj.weight"]
+    w1 = dict(tuned.named_parameters())["patch_embed.proj.weight"]
+    assert not torch.equal(w0, w1)  # the fine-tuning changed the weights
+    image = validation_image(32, 48)
+    with torch.no_grad():
+        assert torch.equal(DeploymentModel(tuned)(image), DeploymentModel(load_quantized(path))(image))
+
+
+def test_int8_needs_a_quantized_model(float_path, tmp_path):
+    with pytest.raises(FileNotFoundError, match="baryir quantize"):
+        resolve_quantized(float_path)
+    with pytest.raises(FileNotFoundError, match="baryir quantize"):
+        export_model(float_path, "onnx", "int8", tmp_path)
+
+
+def test_parity_int8_rows(ptq, float_path, tmp_path, photo_dir):
+    path, _ = ptq
+    report = tmp_path / "parity.json"
+    main(
+        [
+            "parity",
+            "--model",
+            str(float_path),
+            "--int8-model",
+            str(path),
+            "--clean",
+            str(photo_dir),
+            "--tasks",
+            "denoise_25",
+            "--limit",
+            "1",
+            "--backends",
+            "onnxruntime",
+            "openvino",
+            "--precisions",
+            "int8",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--json",
+            str(report),
+        ]
+    )
+    rows = {(r["backend"], r["precision"]): r for r in json.loads(report.read_text())["rows"]}
+    assert {("onnxruntime", "int8"), ("openvino", "int8")} <= set(rows)
+    for key in (("onnxruntime", "int8"), ("openvino", "int8")):
+        assert np.isfinite(rows[key]["max_abs"]) and rows[key]["budget"].startswith("target_loss_db")
+
+
+def test_fold_weight_quantizers_matches_quantize_linear():
+    from quantize.onnx_qdq import fold_weight_quantizers
+
+    w = np.random.default_rng(0).normal(size=(4, 3, 1, 1)).astype(np.float32)
+    scale = (np.abs(w).reshape(4, -1).max(1) / 127).astype(np.float32)
+    nodes = [onnx.helper.make_node("QuantizeLinear", ["w", "s", "z"], ["q"], axis=0)]
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(scale, "s"),
+        numpy_helper.from_array(np.zeros(4, np.int8), "z"),
+    ]
+    out = onnx.helper.make_tensor_value_info("q", onnx.TensorProto.INT8, [4, 3, 1, 1])
+    graph = onnx.helper.make_graph(nodes, "g", [], [out], inits)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    import onnxruntime as ort
+
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {})[0]
+    folded = fold_weight_quantizers(model)
+    assert not any(n.op_type == "QuantizeLinear" for n in folded.graph.node)
+    got = numpy_helper.to_array(next(t for t in folded.graph.initializer if t.name == "q"))
+    np.testing.assert_array_equal(got, expected)
