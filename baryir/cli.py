@@ -174,6 +174,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             large=args.validate_large,
             coreml_io=args.coreml_io,
             coreml_flexible=args.coreml_flexible,
+            coreml_weights=args.coreml_weights,
             max_batch=args.max_batch,
         )
     except ExportValidationError as e:
@@ -439,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["enumerated", "range"],
         default="enumerated",
         help="enumerated shapes run on the Neural Engine; range shapes fall back to GPU/CPU",
+    )
+    p.add_argument(
+        "--coreml-weights",
+        choices=["float", "int8", "pal6", "pal4"],
+        default="float",
+        help="CoreML weight compression: int8 linear or 6/4-bit palettes (smaller app, same speed on the ANE)",
     )
     p.add_argument("--max-batch", type=int, default=1, help="TensorRT profile maximum batch")
     p.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch")

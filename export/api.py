@@ -57,6 +57,7 @@ def _coreml(ctx: ExportContext, precision: str, tmp: Path, validate: bool, large
         tmp / "model.mlpackage",
         io=opts.get("coreml_io", "image"),
         flexible=opts.get("coreml_flexible", "enumerated"),
+        weights=opts.get("coreml_weights", "float"),
     )
     facts["spec"] = spec_summary(tmp / "model.mlpackage")
     facts["prediction_validated"] = False  # CoreML prediction runs on macOS only

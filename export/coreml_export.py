@@ -58,9 +58,15 @@ def _shape(ct, shapes: tuple[tuple[int, int], ...], flexible: str):
 
 
 def export_coreml(
-    ctx: ExportContext, precision: str, path: Path, io: str = "image", flexible: str = "enumerated"
+    ctx: ExportContext,
+    precision: str,
+    path: Path,
+    io: str = "image",
+    flexible: str = "enumerated",
+    weights: str = "float",
 ) -> dict:
-    """Convert the deployment graph and save ``model.mlpackage`` at ``path``."""
+    """Convert the deployment graph and save ``model.mlpackage`` at ``path``; ``weights``
+    compresses the weights (int8, pal6, pal4: see :mod:`quantize.coreml_compression`)."""
     ct = _require()
     if io not in ("image", "tensor"):
         raise ValueError(f"io must be 'image' or 'tensor', not {io!r}")
@@ -106,9 +112,14 @@ def export_coreml(
             "baryir.shapes": json.dumps([list(s) for s in ctx.shapes]),
         }
     )
+    if weights != "float":
+        from quantize.coreml_compression import compress_weights
+
+        mlmodel = compress_weights(mlmodel, weights)
+        mlmodel.user_defined_metadata["baryir.weights"] = weights
     dtypes = op_dtypes(mlmodel)
     mlmodel.save(str(path))
-    return {"io": io, "flexible": flexible, "deployment_target": "iOS16", "op_dtypes": dtypes}
+    return {"io": io, "flexible": flexible, "deployment_target": "iOS16", "op_dtypes": dtypes, "weights": weights}
 
 
 def op_dtypes(mlmodel) -> dict[str, list[str]]:

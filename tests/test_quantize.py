@@ -203,3 +203,23 @@ def test_fold_weight_quantizers_matches_quantize_linear():
     assert not any(n.op_type == "QuantizeLinear" for n in folded.graph.node)
     got = numpy_helper.to_array(next(t for t in folded.graph.initializer if t.name == "q"))
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("mode, op", [("int8", "constexpr_affine_dequantize"), ("pal4", "constexpr_lut_to_dense")])
+def test_coreml_weight_compression(float_path, tmp_path, mode, op):
+    pytest.importorskip("coremltools")
+    from quantize.coreml_compression import compressed_ops
+
+    float_dir, small_dir = tmp_path / "float", tmp_path / "small"
+    shapes = ((64, 64), (96, 128))
+    export_model(float_path, "coreml", "fp16", float_dir, shapes=shapes, coreml_io="tensor")
+    export_model(float_path, "coreml", "fp16", small_dir, shapes=shapes, coreml_io="tensor", coreml_weights=mode)
+
+    def size(folder):
+        return sum(f.stat().st_size for f in (folder / "coreml-fp16" / "model.mlpackage").rglob("*") if f.is_file())
+
+    assert op in compressed_ops(small_dir / "coreml-fp16" / "model.mlpackage")
+    assert compressed_ops(float_dir / "coreml-fp16" / "model.mlpackage") == []
+    assert size(small_dir) < 0.75 * size(float_dir)
+    manifest = json.loads((small_dir / "coreml-fp16" / "manifest.json").read_text())
+    assert manifest["weights"] == mode
