@@ -19,8 +19,7 @@ import torch
 from baryir.checkpoints import CONFIG_KEY, FORMAT_KEY, WEIGHTS_DIR, read_safetensors, save_tensors
 from baryir.model import BaryConfig, BaryNet
 
-from . import scheme as _scheme  # noqa: F401  (sets NNCF's extension timeout before nncf loads)
-from .scheme import Int8Scheme
+from .scheme import Int8Scheme, require_nncf
 
 KIND = "quantized-model"
 NNCF_KEY = "baryir.nncf_config"
@@ -33,7 +32,7 @@ def save_quantized(
     model: BaryNet, path: str | Path, scheme: Int8Scheme, metadata: dict[str, Any] | None = None
 ) -> Path:
     """Atomically save an NNCF-quantized BaryNet (weights, quantizer state, configs)."""
-    import nncf.torch
+    nncf = require_nncf()
 
     meta = {
         CONFIG_KEY: json.dumps(model.config.to_dict()),
@@ -87,7 +86,7 @@ def _maybe_json(value: str) -> Any:
 
 def load_quantized(name_or_path: str | Path, device: str | torch.device = "cpu") -> BaryNet:
     """The NNCF-quantized BaryNet of a quantized checkpoint, in eval mode."""
-    import nncf.torch
+    nncf = require_nncf()
 
     path = resolve_quantized(name_or_path)
     tensors, meta = read_safetensors(path)

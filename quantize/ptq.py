@@ -8,14 +8,13 @@ import torch
 
 from baryir.model import BaryNet
 
-from .scheme import Int8Scheme, force_signed, nncf_quantize_kwargs
+from .scheme import Int8Scheme, force_signed, nncf_quantize_kwargs, require_nncf
 
 
 def quantize_ptq(model: BaryNet, batches: list[torch.Tensor], scheme: Int8Scheme | None = None) -> BaryNet:
     """An NNCF-quantized copy of ``model`` (fake-quantized in PyTorch, exportable to Q/DQ),
     with activation ranges from ``batches`` of degraded images, every quantizer signed."""
-    import nncf
-
+    nncf = require_nncf()
     scheme = scheme or Int8Scheme()
     if not batches:
         raise ValueError("PTQ needs calibration batches")

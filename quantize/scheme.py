@@ -56,9 +56,19 @@ class Int8Scheme:
             raise ValueError(f"ignored scope must be one of {sorted(IGNORED_SCOPES)}, not {self.ignored!r}")
 
 
+def require_nncf():
+    """The ``nncf`` module, or an ImportError that names the extra to install."""
+    try:
+        import nncf
+        import nncf.torch  # noqa: F401
+    except ImportError as e:
+        raise ImportError("INT8 quantization needs NNCF: pip install 'baryir[quantize]'") from e
+    return nncf
+
+
 def nncf_quantize_kwargs(scheme: Int8Scheme, subset_size: int) -> dict:
     """Keyword arguments for ``nncf.quantize`` that implement ``scheme``."""
-    import nncf
+    nncf = require_nncf()
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     patterns = list(IGNORED_SCOPES[scheme.ignored])
