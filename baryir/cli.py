@@ -127,7 +127,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not args.pairs and not args.clean:
         print("error: give --pairs INPUT_DIR TARGET_DIR and/or --clean DIR --tasks ...", file=sys.stderr)
         return 2
-    model = load_model(args.model)
+    from quantize.checkpoint import is_quantized
+
+    if is_quantized(args.model):  # NNCF's fake-quantized PyTorch model (INT8 runtimes: baryir parity)
+        from quantize.checkpoint import load_quantized
+
+        model = load_quantized(args.model)
+    else:
+        model = load_model(args.model)
     items = []
     if args.pairs:
         items += paired_items(*args.pairs, task=args.pairs_task, limit=args.limit)
@@ -136,7 +143,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     rows = evaluate(lambda img: restore_tensor(model, img), items, progress=not args.no_progress)
     print(markdown_table(rows))
     if args.json:
-        _write_json(args.json, {"model": str(args.model), "backend": "torch", "results": rows})
+        backend = "torch-fake-quant-int8" if is_quantized(args.model) else "torch"
+        _write_json(args.json, {"model": str(args.model), "backend": backend, "results": rows})
     return 0
 
 
