@@ -15,7 +15,7 @@ from baryir.train import TrainOptions
 from .calibration import calibration_batches
 from .checkpoint import load_quantized, save_quantized
 from .ptq import quantize_ptq
-from .qat import QAT_WEIGHTS, qat
+from .qat import QAT_WEIGHTS, QATTrainer
 from .scheme import DEFAULT_IGNORED, Int8Scheme
 
 
@@ -92,7 +92,7 @@ def run_quantize(opts: QuantizeOptions, validation: list[EvalItem] | None = None
             resume=opts.resume,
             progress=opts.progress,
         )
-        qat(train_opts, quantized, scheme, fp32, opts.distill, provenance, validation)
+        QATTrainer(train_opts, quantized, scheme, fp32, opts.distill, provenance, validation).fit()
     summary["seconds"] = round(time.time() - start, 1)
     atomic_write(out / "quantize.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     return target

@@ -11,7 +11,6 @@ the trainer's resumable state.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import torch
 
@@ -62,18 +61,3 @@ class QATTrainer(Trainer):
         term = (restored - target).abs().mean()
         logs["distill"] = term.item()
         return self.distill * self.opts.weights.l1 * term
-
-
-def qat(
-    opts: TrainOptions,
-    quantized: BaryNet,
-    scheme: Int8Scheme,
-    teacher: BaryNet | None = None,
-    distill: float = 0.0,
-    provenance: dict | None = None,
-    validation: list[EvalItem] | None = None,
-) -> Path:
-    """Fine-tune ``quantized`` per ``opts``; returns the path of the quantized checkpoint."""
-    trainer = QATTrainer(opts, quantized, scheme, teacher, distill, provenance, validation)
-    trainer.fit()
-    return Path(opts.out) / QAT_WEIGHTS
