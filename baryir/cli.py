@@ -129,7 +129,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 2
     from quantize.checkpoint import is_quantized
 
-    if is_quantized(args.model):  # NNCF's fake-quantized PyTorch model (INT8 runtimes: baryir parity)
+    quantized = is_quantized(args.model)
+    if quantized:  # NNCF's fake-quantized PyTorch model (INT8 runtimes: baryir parity)
         from quantize.checkpoint import load_quantized
 
         model = load_quantized(args.model)
@@ -143,7 +144,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     rows = evaluate(lambda img: restore_tensor(model, img), items, progress=not args.no_progress)
     print(markdown_table(rows))
     if args.json:
-        backend = "torch-fake-quant-int8" if is_quantized(args.model) else "torch"
+        backend = "torch-fake-quant-int8" if quantized else "torch"
         _write_json(args.json, {"model": str(args.model), "backend": backend, "results": rows})
     return 0
 

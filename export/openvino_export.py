@@ -53,28 +53,20 @@ def export_openvino(ctx: ExportContext, precision: str, path: Path) -> dict:
     return {"weights": weights}
 
 
-def compile_ir(
-    path: Path, device: str = "CPU", inference_precision: str | None = "f32", shape: tuple[int, ...] | None = None
-):
-    """Compile an IR; ``inference_precision`` None leaves the plugin's default (bf16 on AMX);
-    ``shape`` makes it static (INT8 IRs need that on the CPU plugin, see runtimes' runner)."""
-    ov = _require()
-    config = {"INFERENCE_PRECISION_HINT": inference_precision} if inference_precision else {}
-    core = ov.Core()
-    model = core.read_model(str(path))
-    if shape is not None:
-        model.reshape(list(shape))
-    return core.compile_model(model, device, config)
-
-
 def validate_openvino(ctx: ExportContext, precision: str, path: Path, large: bool = False) -> list[dict]:
     """Max abs error against PyTorch FP32 at f32 inference precision and, for contrast, at
     the CPU plugin's default precision."""
+    from runtimes.backends.openvino_runner import compile_openvino
+
+    core = _require().Core()
+    model = core.read_model(str(path))
     cache: dict = {}
 
     def compiled(hint: str | None, shape: tuple[int, ...] | None):
+        """``hint`` None leaves the plugin's default precision (bf16 on AMX CPUs)."""
         if (hint, shape) not in cache:
-            cache[hint, shape] = compile_ir(path, inference_precision=hint, shape=shape)
+            config = {"INFERENCE_PRECISION_HINT": hint} if hint else {}
+            cache[hint, shape] = compile_openvino(core, model, "CPU", config, shape)
         return cache[hint, shape]
 
     rows = []

@@ -5,8 +5,8 @@ quantized ones) and evaluated with `baryir eval`'s protocol on CBSD68 sigma 15/2
 synthetic haze on CBSD68 and Rain100L pairs. Prints Markdown and writes JSON.
 
     python scripts/int8_report.py --fp32 default --int8 ptq=out/ptq/model-int8.safetensors \
-        qat=out/qat/model-int8.safetensors --clean ../shared/data/test/CBSD68 \
-        --pairs ../shared/data/test/Rain100L_sample/input ../shared/data/test/Rain100L_sample/target \
+        qat=out/qat/model-int8.safetensors --clean data/test/CBSD68 \
+        --pairs data/test/Rain100L_sample/input data/test/Rain100L_sample/target \
         --limit 10 --json out/int8_report.json
 """
 
@@ -27,9 +27,13 @@ from runtimes import load_runner
 TASKS = ["denoise_15", "denoise_25", "denoise_50", "dehaze"]
 
 
-def _restore_with(runner):
+def _restore_with(runner, kept: list[np.ndarray], keep: int = 4):
+    """A restore function for ``evaluate`` that also keeps its first ``keep`` outputs."""
+
     def restore(img: torch.Tensor) -> torch.Tensor:
         out = runner.restore(img.permute(1, 2, 0).numpy())
+        if len(kept) < keep:
+            kept.append(out)
         return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
 
     return restore
@@ -60,9 +64,9 @@ def main() -> None:
                 if not (folder / f"{fmt}-{precision}" / "manifest.json").exists():
                     export_model(model, fmt, precision, folder, validate=False, shapes=((256, 256),))
                 runner = load_runner(folder / f"{fmt}-{precision}", backend, "cpu" if fmt == "onnx" else None)
-                restore = _restore_with(runner)
-                rows = evaluate(restore, items, progress=False)
-                outputs[(name, backend)] = [restore(it.degraded).numpy() for it in items[: min(4, len(items))]]
+                kept: list[np.ndarray] = []
+                rows = evaluate(_restore_with(runner, kept), items, progress=False)
+                outputs[(name, backend)] = kept
                 results.append({"model": name, "backend": backend, "runs_at": runner.info.precision, "rows": rows})
                 runner.close()
                 mean = np.mean([r["psnr"] for r in rows])

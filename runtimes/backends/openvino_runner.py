@@ -14,11 +14,22 @@ import numpy as np
 from ..base import BackendUnavailable, Runner, RunnerInfo
 
 _HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
+_LABELS = {hint: name for name, hint in _HINTS.items()}
+
+
+def compile_openvino(core, model, device: str, config: dict, shape: tuple[int, ...] | None = None):
+    """Compile an ``ov.Model``; with ``shape``, a static copy of it (what INT8 IRs need on the
+    CPU plugin, see the module docstring). Shared by this runner and the export validation."""
+    if shape is not None:
+        model = model.clone()
+        model.reshape(list(shape))
+    return core.compile_model(model, device, config)
 
 
 class OpenVINORunner(Runner):
     """An IR (model.xml) compiled for ``device``. The inference precision is set explicitly
-    (default f32: the CPU plugin would silently pick bf16 on AMX CPUs) and read back."""
+    (default f32: the CPU plugin would silently pick bf16 on AMX CPUs) and read back; for an
+    INT8 IR it applies to the float parts (the ignored scope)."""
 
     def __init__(self, path: str, device: str | None = None, precision: str | None = None) -> None:
         try:
@@ -27,22 +38,19 @@ class OpenVINORunner(Runner):
             raise BackendUnavailable("OpenVINO is missing: pip install 'baryir[openvino]'") from e
         device = (device or "CPU").upper()
         precision = precision or "fp32"
-        config = {}
-        if precision != "int8":  # INT8 IR: integer kernels; the float parts follow the hint below
-            if precision not in _HINTS:
-                raise ValueError(f"openvino precision must be one of {sorted(_HINTS)} or int8, not {precision!r}")
-            config["INFERENCE_PRECISION_HINT"] = _HINTS[precision]
-        else:
-            config["INFERENCE_PRECISION_HINT"] = "f32"
-        self.core, self.device, self.config = ov.Core(), device, config
+        if precision not in (*_HINTS, "int8"):
+            raise ValueError(f"openvino precision must be one of {sorted(_HINTS)} or int8, not {precision!r}")
+        self.core, self.device = ov.Core(), device
+        self.config = {"INFERENCE_PRECISION_HINT": _HINTS.get(precision, "f32")}
         self.static = precision == "int8"
         self.model = self.core.read_model(path)
         self.requests: dict[tuple[int, ...], object] = {}
-        compiled = self.core.compile_model(self.model, device, config)  # reads back the real precision
+        compiled = compile_openvino(self.core, self.model, device, self.config)  # reads back the real precision
         actual = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        label = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}.get(actual, actual)
-        label = f"int8+{label}" if precision == "int8" else label
-        if not self.static:
+        label = _LABELS.get(actual, actual)
+        if self.static:
+            label = f"int8+{label}"
+        else:
             self.requests[()] = compiled.create_infer_request()
         self.info = RunnerInfo("openvino", device, label, path)
 
@@ -51,9 +59,8 @@ class OpenVINORunner(Runner):
         if key not in self.requests:
             if len(self.requests) >= 8:  # a few tile/image shapes; drop the oldest
                 self.requests.pop(next(iter(self.requests)))
-            model = self.model.clone()
-            model.reshape(list(shape))
-            self.requests[key] = self.core.compile_model(model, self.device, self.config).create_infer_request()
+            compiled = compile_openvino(self.core, self.model, self.device, self.config, shape)
+            self.requests[key] = compiled.create_infer_request()
         return self.requests[key]
 
     def run(self, batch: np.ndarray) -> np.ndarray:
