@@ -30,6 +30,10 @@ os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "900")
 _NORMS = r".*(norm\d|LN)/body/.*"
 _ATTENTION = r".*/attn/(matmul|softmax|div|mul|__matmul__|__mul__)/\d+"
 _OUTPUT = r"(output|refinement/\d+/.*)/.*"
+#: The transformer blocks' residual adds (x + attn(...), x + ffn(...)): quantizing the residual
+#: stream is what costs low-noise denoising most; the adds are elementwise, so keeping them in
+#: float costs the int8 convolutions nothing.
+_RESIDUAL = r".*/\d+/add/\d+"
 
 #: name -> regex patterns of nodes left in floating point.
 IGNORED_SCOPES: dict[str, tuple[str, ...]] = {
@@ -37,8 +41,9 @@ IGNORED_SCOPES: dict[str, tuple[str, ...]] = {
     "norms": (_NORMS,),
     "norms+attention": (_NORMS, _ATTENTION),
     "norms+attention+output": (_NORMS, _ATTENTION, _OUTPUT),
+    "norms+attention+residual": (_NORMS, _ATTENTION, _RESIDUAL),
 }
-DEFAULT_IGNORED = "norms+attention"
+DEFAULT_IGNORED = "norms+attention+residual"
 
 
 @dataclass(frozen=True)
