@@ -31,12 +31,12 @@ class QuantizeOptions:
     ignored: str = DEFAULT_IGNORED
     calib_samples: int = 256
     calib_patch: int = 128
-    steps: int = 300
-    lr: float = 2e-5
+    steps: int = 360
+    lr: float = 1e-4
     batch_size: int = 4
     patch_size: int = 128
     loss: str = "bary"
-    distill: float = 0.0
+    distill: float = 1.0
     device: str = "cpu"
     seed: int = 0
     workers: int = 1
