@@ -6,7 +6,8 @@
 - Shapes: ``EnumeratedShapes`` of camera/preview sizes by default (the Neural Engine runs
   those); ``flexible="range"`` gives ``RangeDim`` height/width (runs on GPU/CPU).
 - ``fp16`` computes in float16 except the ops listed in :data:`FP32_OPS` and squaring
-  multiplications (the LayerNorm variance and MDTA's L2 norm over H x W), which stay float32.
+  multiplications (the LayerNorm variance and MDTA's L2 norm over H x W: squares, two
+  ``reduce_sum``, ``sqrt``), which stay float32.
 """
 
 from __future__ import annotations
@@ -24,9 +25,7 @@ from .common import ExportContext
 from .wrapper import INPUT_NAME, OUTPUT_NAME, DeploymentModel
 
 #: MIL ops kept in float32 under FP16 compute precision (reductions and what feeds off them).
-FP32_OPS = frozenset(
-    {"layer_norm", "reduce_mean", "reduce_l2_norm", "reduce_sum_square", "rsqrt", "maximum", "real_div"}
-)
+FP32_OPS = frozenset({"layer_norm", "reduce_mean", "reduce_sum", "sqrt", "rsqrt", "maximum", "real_div"})
 RANGE_BOUNDS = (64, 4096)
 
 

@@ -28,7 +28,7 @@ os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "900")
 
 #: Regular expressions over NNCF node names (``<module path>/<op>/<call index>``).
 _NORMS = r".*(norm\d|LN)/body/.*"
-_ATTENTION = r".*/attn/(matmul|softmax|div|mul|__matmul__|__mul__)/\d+"
+_ATTENTION = r".*/attn/(square|sum|clamp_min|sqrt|div|matmul|mul|softmax|__matmul__|__mul__)/\d+"
 _OUTPUT = r"(output|refinement/\d+/.*)/.*"
 #: The transformer blocks' residual adds (x + attn(...), x + ffn(...)): quantizing the residual
 #: stream is what costs low-noise denoising most; the adds are elementwise, so keeping them in

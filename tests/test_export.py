@@ -80,8 +80,8 @@ def test_onnx_fp16_keeps_reductions_in_float32(exported):
     out, results = exported
     model = onnx.shape_inference.infer_shapes(onnx.load(str(out / "onnx-fp16" / "model.onnx")))
     types = {v.name: v.type.tensor_type.elem_type for v in list(model.graph.value_info) + list(model.graph.input)}
-    reductions = [n for n in model.graph.node if n.op_type in ("ReduceL2", "ReduceMean")]
-    assert reductions
+    reductions = [n for n in model.graph.node if n.op_type in ("ReduceSum", "ReduceMean")]
+    assert {n.op_type for n in reductions} == {"ReduceSum", "ReduceMean"}  # MDTA's L2 norm, LayerNorm
     assert all(types[n.input[0]] == onnx.TensorProto.FLOAT for n in reductions)
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     assert all(types.get(n.output[0]) == onnx.TensorProto.FLOAT16 for n in convs)
@@ -211,8 +211,8 @@ def test_coreml_fp16_program_keeps_reductions_in_float32(nano_path, tmp_path):
     spec = spec_summary(tmp_path / "coreml-fp16" / "model.mlpackage")
     assert spec["inputs"][0]["type"] == "multiArrayType" and spec["inputs"][0]["range"]
     dtypes = results[0]["op_dtypes"]
-    assert "reduce_l2_norm" in dtypes, dtypes
-    for op in ("reduce_l2_norm", "reduce_mean", "layer_norm", "rsqrt"):
+    assert "reduce_sum" in dtypes and "sqrt" in dtypes, dtypes  # MDTA's L2 norm over H x W
+    for op in ("reduce_sum", "sqrt", "reduce_mean", "layer_norm", "rsqrt", "real_div"):
         assert dtypes.get(op, ["fp32"]) == ["fp32"], (op, dtypes)
     assert dtypes["conv"] == ["fp16"], dtypes
 

@@ -94,11 +94,11 @@ def test_deployment_graph_exports_once_for_many_sizes():
 def test_half_precision_reductions_do_not_overflow():
     """MDTA's L2 norm over H x W runs in float32: a 2048x2048 map of large values stays finite
     in float16 (a float16 sum of squares would overflow at 65504)."""
-    from baryir.model.blocks import l2_normalize_fp32
+    from baryir.model.blocks import l2_normalize_hw_fp32
 
-    x = torch.full((1, 1, 2, 2048 * 2048), 8.0, dtype=torch.float16)
-    y = l2_normalize_fp32(x)
+    x = torch.full((1, 1, 2, 2048, 2048), 8.0, dtype=torch.float16)
+    y = l2_normalize_hw_fp32(x)
     assert y.dtype == torch.float16 and torch.isfinite(y).all()
-    torch.testing.assert_close(y.float().pow(2).sum(-1), torch.ones(1, 1, 2), atol=1e-2, rtol=0)
-    naive = x / x.pow(2).sum(-1, keepdim=True).sqrt()
+    torch.testing.assert_close(y.float().pow(2).sum((-2, -1)), torch.ones(1, 1, 2), atol=1e-2, rtol=0)
+    naive = x / x.pow(2).sum((-2, -1), keepdim=True).sqrt()
     assert not torch.isfinite(naive).all() or naive.abs().max() == 0
