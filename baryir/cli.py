@@ -127,15 +127,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not args.pairs and not args.clean:
         print("error: give --pairs INPUT_DIR TARGET_DIR and/or --clean DIR --tasks ...", file=sys.stderr)
         return 2
-    from quantize.checkpoint import is_quantized
+    from quantize.checkpoint import is_quantized, load_quantized
 
     quantized = is_quantized(args.model)
-    if quantized:  # NNCF's fake-quantized PyTorch model (INT8 runtimes: baryir parity)
-        from quantize.checkpoint import load_quantized
-
-        model = load_quantized(args.model)
-    else:
-        model = load_model(args.model)
+    # a quantized checkpoint runs as NNCF's fake-quantized PyTorch model (INT8 runtimes: baryir parity)
+    model = load_quantized(args.model) if quantized else load_model(args.model)
     items = []
     if args.pairs:
         items += paired_items(*args.pairs, task=args.pairs_task, limit=args.limit)

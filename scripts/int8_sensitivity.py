@@ -42,6 +42,7 @@ def group_quantizers(model, extra: dict[str, str]) -> dict[str, list]:
 
 
 def mean_psnr(model, crops: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Mean PSNR of ``model``'s restorations of the (degraded, target) crops."""
     with torch.no_grad():
         return sum(psnr(model(x).clamp(0, 1), y) for x, y in crops) / len(crops)
 
