@@ -51,6 +51,7 @@ class TrainOptions:
     steps: int = 10000
     batch_size: int = 8
     patch_size: int = 128
+    content_haze: float = 0.0
     lr: float = 2e-4
     pots_lr: float | None = None
     optimizer: str = "adamw"
@@ -137,7 +138,9 @@ class Trainer:
         self.out = Path(opts.out)
         torch.manual_seed(opts.seed)
 
-        self.data = AllInOneDataset(opts.data, opts.tasks, opts.patch_size, seed=opts.seed)
+        self.data = AllInOneDataset(
+            opts.data, opts.tasks, opts.patch_size, seed=opts.seed, content_haze=opts.content_haze
+        )
         if model is None:
             model = load_model(opts.init) if opts.init else build_model(opts.config)
         self.model = model.train().to(self.device)

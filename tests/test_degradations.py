@@ -9,11 +9,13 @@ import torch
 
 from baryir.data.degradations import (
     TASKS,
+    RainSettings,
     add_gaussian_noise,
     add_haze,
     add_low_light,
     degrade,
     depth_proxy,
+    gaussian_kernel,
     line_kernel,
     motion_kernel,
     rain_layer,
@@ -60,6 +62,16 @@ def test_rain_is_sparse_streaks():
     covered = (layer > 0.05).float().mean().item()
     assert 0.01 < covered < 0.6
     assert layer.max() <= 1 and layer.min() >= 0
+
+
+def test_soft_rain_spreads_the_same_streaks():
+    assert gaussian_kernel(1.0).sum().item() == pytest.approx(1.0, abs=1e-6)
+    assert gaussian_kernel(0.0).shape == (1, 1)
+    crisp = rain_layer(128, 128, torch.Generator().manual_seed(4), RainSettings(softness=(0.0, 0.0)))
+    soft = rain_layer(128, 128, torch.Generator().manual_seed(4), RainSettings(softness=(1.2, 1.2)))
+    # blur spreads each streak: more pixels touched, less high-frequency energy
+    assert (soft > 0.02).sum() > (crisp > 0.02).sum()
+    assert soft.diff(dim=-1).abs().mean() < crisp.diff(dim=-1).abs().mean()
 
 
 def test_haze_follows_the_scattering_model(image):

@@ -50,6 +50,21 @@ def test_dataset_skips_bad_files_and_weights_sources(photo_dir, caplog):
     assert torch.equal(a[0], b[0]) and a[0].shape == (3, 32, 32)
 
 
+def test_content_haze_keeps_the_scene_hazy_in_input_and_target(photo_dir):
+    plain = AllInOneDataset([photo_dir], TASKS, patch_size=32, seed=1)
+    hazy = AllInOneDataset([photo_dir], TASKS, patch_size=32, seed=1, content_haze=1.0)
+    changed = 0
+    for k in range(24):
+        (_, clean_a, task, _), (_, clean_b, task_b, _) = plain[k], hazy[k]
+        assert task == task_b  # same image and task stream, only the scene differs
+        if TASKS[task] == "dehaze":
+            assert torch.equal(clean_a, clean_b)  # haze targets stay haze-free
+        else:
+            changed += not torch.equal(clean_a, clean_b)
+            assert clean_b.mean() > clean_a.mean()  # airlight brightens the target itself
+    assert changed > 0
+
+
 def test_empty_folder_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no images"):

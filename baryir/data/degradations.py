@@ -50,16 +50,25 @@ def add_gaussian_noise_range(img: torch.Tensor, gen: torch.Generator, lo: float 
 class RainSettings:
     """Rain streak parameters; ``light`` resembles Rain100L, ``heavy`` Rain100H."""
 
-    density: tuple[float, float] = (0.0012, 0.005)  # share of pixels that seed a streak (Rain100L-like)
-    length: tuple[float, float] = (20, 50)  # pixels
-    angle: tuple[float, float] = (-15, 15)  # degrees from vertical
+    density: tuple[float, float] = (0.0005, 0.0025)  # share of pixels that seed a streak (Rain100L-like)
+    length: tuple[float, float] = (20, 60)  # pixels
+    angle: tuple[float, float] = (-30, 30)  # degrees from vertical (Rain100L has ~28 deg tilts)
     width: tuple[float, float] = (1.2, 2.2)  # pixels
-    brightness: tuple[float, float] = (0.5, 0.9)
+    softness: tuple[float, float] = (0.0, 1.2)  # Gaussian blur of the streaks, sigma in pixels
+    brightness: tuple[float, float] = (0.6, 1.0)
     blend: str = "screen"  # or "add"
 
 
 RAIN_LIGHT = RainSettings()
 RAIN_HEAVY = RainSettings(density=(0.015, 0.04), length=(30, 70), width=(1.8, 3.0), brightness=(0.7, 1.0))
+
+
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    """A normalised 2-D Gaussian, 3 sigma wide each side (a 1x1 identity for sigma < 0.1)."""
+    r = math.ceil(3 * sigma) if sigma >= 0.1 else 0
+    g = torch.exp(-(torch.arange(-r, r + 1.0) ** 2) / (2 * max(sigma, 0.1) ** 2))
+    k = g[:, None] * g[None, :]
+    return k / k.sum()
 
 
 def line_kernel(length: float, angle_deg: float, width: float) -> torch.Tensor:
@@ -82,6 +91,11 @@ def rain_layer(height: int, width: int, gen: torch.Generator, s: RainSettings = 
     seeds = (torch.rand(height, width, generator=gen) < density).float()
     seeds = seeds * (0.5 + 0.5 * torch.rand(height, width, generator=gen))
     kernel = line_kernel(_uniform(gen, *s.length), _uniform(gen, *s.angle), _uniform(gen, *s.width))
+    # Real light rain (Rain100L) is soft and partly transparent, not a crisp 1-px line:
+    # blur the line (full convolution, so the kernel grows by the blur's radius).
+    blur = gaussian_kernel(_uniform(gen, *s.softness))
+    r = blur.shape[-1] // 2
+    kernel = F.conv2d(F.pad(kernel[None, None], [2 * r] * 4), blur[None, None])[0, 0]
     streaks = _conv_same(seeds[None], kernel)[0]
     # Each streak spreads its seed over ~length pixels; rescale so that streaks peak near 1.
     streaks = streaks / streaks.amax().clamp(min=1e-6)
