@@ -220,6 +220,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         lr=args.lr,
         batch_size=args.batch_size,
         patch_size=args.patch_size,
+        content_haze=args.content_haze,
         loss=args.loss,
         distill=args.distill,
         device=args.device,
@@ -572,6 +573,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4, help="QAT learning rate (default 1e-4; 2e-5 was worse than PTQ)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--patch-size", type=int, default=128)
+    p.add_argument(
+        "--content-haze",
+        type=float,
+        default=0.3,
+        metavar="P",
+        help="as in `baryir train` (default 0.3, the shipped model's training data)",
+    )
     p.add_argument("--loss", choices=["bary", "l1"], default="bary", help="QAT loss (default: the training losses)")
     p.add_argument(
         "--distill", type=float, default=1.0, help="weight of L1 to the FP32 model's output (default 1; 0: off)"

@@ -35,6 +35,7 @@ class QuantizeOptions:
     lr: float = 1e-4
     batch_size: int = 4
     patch_size: int = 128
+    content_haze: float = 0.3
     loss: str = "bary"
     distill: float = 1.0
     device: str = "cpu"
@@ -79,6 +80,7 @@ def run_quantize(opts: QuantizeOptions, validation: list[EvalItem] | None = None
             steps=opts.steps,
             batch_size=opts.batch_size,
             patch_size=opts.patch_size,
+            content_haze=opts.content_haze,
             lr=opts.lr,
             schedule="cosine",
             warmup=min(20, opts.steps // 10),
