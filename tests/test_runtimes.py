@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,3 +252,19 @@ def test_restore_refuses_decompression_bombs_before_decoding(model_path, tmp_pat
     code = main(["restore", str(bomb), "-o", str(tmp_path / "out"), "--model", str(model_path), "--no-progress"])
     assert code == 1 and "decompression bomb" in capsys.readouterr().err
     assert not (tmp_path / "out" / "bomb.png").exists()
+
+
+def test_parity_cache_never_serves_another_checkpoints_export(model_path, tmp_path):
+    from baryir import build_model
+    from baryir.checkpoints import file_sha256
+    from runtimes.parity import artifact_for
+
+    torch.manual_seed(1)  # same architecture, other weights (a retrained model saved elsewhere)
+    retrained = save_model(build_model("nano"), tmp_path / "retrained.safetensors")
+    cache = tmp_path / "cache"
+    first = artifact_for(str(model_path), "onnxruntime", "fp32", cache)
+    second = artifact_for(str(retrained), "onnxruntime", "fp32", cache)
+    assert first != second
+    manifest = json.loads((Path(second) / "manifest.json").read_text())
+    assert manifest["source"]["sha256"] == file_sha256(retrained)
+    assert artifact_for(str(model_path), "onnxruntime", "fp32", cache) == first  # reused, not re-exported
