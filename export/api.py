@@ -112,6 +112,16 @@ def _tensorrt(ctx: ExportContext, precision: str, tmp: Path, validate: bool, lar
 _EXPORTERS = {"onnx": _onnx, "openvino": _openvino, "coreml": _coreml, "tensorrt": _tensorrt}
 
 
+def source_checkpoint(model: str | Path, precision: str) -> Path:
+    """The checkpoint an export of ``model`` at ``precision`` reads: the float model, or for
+    ``int8`` a quantized checkpoint (a shipped name gives its shipped INT8 version)."""
+    if precision == "int8":
+        from quantize.checkpoint import resolve_quantized
+
+        return resolve_quantized(model)
+    return resolve_model_path(model)
+
+
 def export_model(
     model: str | Path,
     formats: str,
@@ -131,12 +141,12 @@ def export_model(
     jobs: list[tuple[Format, str]] = parse_request(formats, precisions)
     contexts = {}
     if any(p != "int8" for _, p in jobs):
-        path = resolve_model_path(model)
+        path = source_checkpoint(model, "fp32")
         contexts["float"] = ExportContext(load_model(path), str(model), file_sha256(path), tuple(shapes), options)
     if any(p == "int8" for _, p in jobs):  # the quantized model: its fake-quantized output is the reference
-        from quantize.checkpoint import load_quantized, resolve_quantized
+        from quantize.checkpoint import load_quantized
 
-        qpath = resolve_quantized(model)
+        qpath = source_checkpoint(model, "int8")
         contexts["int8"] = ExportContext(load_quantized(qpath), str(qpath), file_sha256(qpath), tuple(shapes), options)
     results = []
     for fmt, precision in jobs:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from baryir.checkpoints import file_sha256, resolve_model_path
+from baryir.checkpoints import file_sha256
 from baryir.evaluate import EvalItem
 from baryir.metrics import psnr, ssim
 
@@ -73,18 +73,12 @@ def artifact_for(model: str, backend: str, precision: str, cache: Path, int8_mod
         raise BackendUnavailable(reason)
     fmt = _EXPORT_FORMAT[backend]
     export_precision = "fp32" if backend == "openvino" and precision in ("fp32", "bf16", "fp16") else precision
+    from export.api import export_model, source_checkpoint
+
     source = (int8_model or model) if precision == "int8" else model
-    if precision == "int8":
-        from quantize.checkpoint import resolve_quantized
-
-        path = resolve_quantized(source)
-    else:
-        path = resolve_model_path(source)
     # Keyed by the checkpoint's content: retrained or re-quantized weights never reuse a stale export.
-    folder = cache / file_sha256(path)[:16] / f"{fmt}-{export_precision}"
+    folder = cache / file_sha256(source_checkpoint(source, precision))[:16] / f"{fmt}-{export_precision}"
     if not (folder / "manifest.json").exists():
-        from export.api import export_model
-
         export_model(
             source, fmt, export_precision, folder.parent, validate=False, shapes=((256, 256),), coreml_io="tensor"
         )

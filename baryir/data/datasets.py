@@ -122,6 +122,7 @@ class AllInOneDataset(Dataset):
         clean = entry.clean[:, y : y + p, x : x + p]
         if entry.degraded is None:
             task = self.tasks[entry.task]
+            # no extra random draw when off, so runs without content haze replay unchanged
             if self.content_haze > 0 and task.source != "dehaze":
                 if torch.rand((), generator=gen) < self.content_haze:
                     clean = add_haze(clean, gen, beta=CONTENT_HAZE_BETA)
