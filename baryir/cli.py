@@ -121,6 +121,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
     from .checkpoints import load_model
     from .evaluate import evaluate, markdown_table, paired_items, synthetic_items
     from .inference import restore_tensor
@@ -132,7 +134,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     quantized = is_quantized(args.model)
     # a quantized checkpoint runs as NNCF's fake-quantized PyTorch model (INT8 runtimes: baryir parity)
-    model = load_quantized(args.model) if quantized else load_model(args.model)
+    if quantized and args.device != "cpu":
+        print("error: a quantized checkpoint evaluates on the CPU (NNCF fake quantization)", file=sys.stderr)
+        return 2
+    if args.device.startswith("cuda"):  # true FP32, as on the CPU (PyTorch lets cuDNN use TF32 by default)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    model = load_quantized(args.model) if quantized else load_model(args.model, args.device)
     items = []
     if args.pairs:
         items += paired_items(*args.pairs, task=args.pairs_task, limit=args.limit)
@@ -142,7 +149,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(markdown_table(rows))
     if args.json:
         backend = "torch-fake-quant-int8" if quantized else "torch"
-        _write_json(args.json, {"model": str(args.model), "backend": backend, "results": rows})
+        _write_json(args.json, {"model": str(args.model), "backend": backend, "device": args.device, "results": rows})
     return 0
 
 
@@ -282,7 +289,9 @@ def cmd_parity(args: argparse.Namespace) -> int:
         items += synthetic_items(args.clean, args.tasks, limit=args.limit)
     items.append(large_item(items[0]))
     combos = [Combo(b, p) for b, p in _combos(args.backends, args.precisions)]
-    report = run_parity(args.model, items, combos, Path(args.cache), int8_model=args.int8_model)
+    report = run_parity(
+        args.model, items, combos, Path(args.cache), int8_model=args.int8_model, torch_device=args.torch_device
+    )
     print(markdown(report))
     if args.json:
         _write_json(args.json, report)
@@ -293,7 +302,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from runtimes.bench import markdown, plot_png, run_bench
 
     combos = _combos(args.backends, args.precisions)
-    report = run_bench(args.model, combos, args.size, Path(args.cache), args.warmup, args.repeats, args.int8_model)
+    report = run_bench(
+        args.model, combos, args.size, Path(args.cache), args.warmup, args.repeats, args.int8_model, args.torch_device
+    )
     print(markdown(report))
     if args.json:
         _write_json(args.json, report)
@@ -414,6 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clean", help="folder of clean photos to degrade with --tasks")
     p.add_argument("--tasks", nargs="+", default=["denoise_25"], choices=sorted(TASKS), metavar="TASK")
     p.add_argument("--limit", type=int, help="at most this many images per folder")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="run the model here: cpu (default, the README's numbers) or cuda (FP32; cuDNN's TF32 off)",
+    )
     p.add_argument("--json", help="write {model, backend, results} JSON here")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
@@ -516,6 +532,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--int8-model",
         help="quantized checkpoint for int8 rows (default: the shipped INT8 version of --model)",
     )
+    p.add_argument(
+        "--torch-device",
+        default="cpu",
+        help="device of the torch rows: cpu or cuda (cuda adds a torch CUDA fp32 row; the reference stays on the CPU)",
+    )
     p.add_argument("--json", help="write {reference, rows} JSON here")
     p.set_defaults(func=cmd_parity)
 
@@ -541,6 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--int8-model",
         help="quantized checkpoint for int8 rows (default: the shipped INT8 version of --model)",
     )
+    p.add_argument("--torch-device", default="cpu", help="device of the torch rows: cpu or cuda (default cpu)")
     p.add_argument("--json", help="write the rows as JSON here")
     p.add_argument("--plot", help="write a latency bar chart (PNG) here")
     p.set_defaults(func=cmd_bench)

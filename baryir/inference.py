@@ -26,10 +26,11 @@ def crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 @torch.no_grad()
 def restore_tensor(model: torch.nn.Module, img: torch.Tensor) -> torch.Tensor:
-    """Restore a (3, H, W) or (B, 3, H, W) float image of any size with an eager model."""
+    """Restore a (3, H, W) or (B, 3, H, W) float image of any size with an eager model; the
+    result is float32 on ``img``'s device (a CUDA model restores CPU images for CPU metrics)."""
     batched = img.dim() == 4
     x = img if batched else img[None]
     param = next(model.parameters())
     padded, size = pad_to_multiple(x.to(param.device, param.dtype))
-    out = crop_to(model(padded, return_latents=False), size).float().clamp(0, 1)
+    out = crop_to(model(padded, return_latents=False), size).float().clamp(0, 1).to(img.device)
     return out if batched else out[0]

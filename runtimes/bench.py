@@ -38,11 +38,18 @@ def _artifact_bytes(artifact: str) -> int:
 
 
 def _measure(
-    artifact: str, backend: str, precision: str, size: tuple[int, int], warmup: int, repeats: int, queue
+    artifact: str,
+    backend: str,
+    precision: str,
+    size: tuple[int, int],
+    warmup: int,
+    repeats: int,
+    torch_device: str,
+    queue,
 ) -> None:
     try:
         start = time.perf_counter()
-        runner = open_runner(artifact, backend, precision)
+        runner = open_runner(artifact, backend, precision, torch_device)
         x = np.random.default_rng(0).random((1, 3, *size), dtype=np.float32)
         runner.run(x)
         first = time.perf_counter() - start
@@ -78,8 +85,11 @@ def run_bench(
     warmup: int = 2,
     repeats: int = 10,
     int8_model: str | None = None,
+    torch_device: str = "cpu",
 ) -> dict:
-    """One row per (backend, precision, size); unsupported combinations are skipped with a note."""
+    """One row per (backend, precision, size); unsupported combinations are skipped with a note.
+    Torch rows run on ``torch_device`` (``cuda``: every run ends in a copy back to the host, so
+    the timings include the GPU's work)."""
     ctx = mp.get_context("spawn")
     rows, skipped = [], []
     for backend, precision in combos:
@@ -90,7 +100,10 @@ def run_bench(
             continue
         for h, w in sizes:
             queue = ctx.Queue()
-            proc = ctx.Process(target=_measure, args=(artifact, backend, precision, (h, w), warmup, repeats, queue))
+            proc = ctx.Process(
+                target=_measure,
+                args=(artifact, backend, precision, (h, w), warmup, repeats, torch_device, queue),
+            )
             proc.start()
             result = queue.get()
             proc.join()

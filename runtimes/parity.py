@@ -85,10 +85,11 @@ def artifact_for(model: str, backend: str, precision: str, cache: Path, int8_mod
     return str(folder)
 
 
-def open_runner(artifact: str, backend: str, precision: str):
-    """A runner for a parity/bench row: CPU for torch and ONNX Runtime; graph-typed backends
-    (ONNX Runtime, TensorRT) take the precision the artifact was exported at."""
-    device = "cpu" if backend in ("torch", "onnxruntime") else None
+def open_runner(artifact: str, backend: str, precision: str, torch_device: str = "cpu"):
+    """A runner for a parity/bench row: torch on ``torch_device`` (``cpu`` or ``cuda``), ONNX
+    Runtime on the CPU, the others on their own device; graph-typed backends (ONNX Runtime,
+    TensorRT) take the precision the artifact was exported at."""
+    device = {"torch": torch_device, "onnxruntime": "cpu"}.get(backend)
     return load_runner(artifact, backend, device, None if backend in ("onnxruntime", "tensorrt") else precision)
 
 
@@ -104,16 +105,21 @@ def run_parity(
     cache: Path,
     budgets: dict | None = None,
     int8_model: str | None = None,
+    torch_device: str = "cpu",
 ) -> dict:
-    """Rows for torch-fp32 (the reference) and every combo; skipped combos carry a note."""
+    """Rows for torch-fp32 on the CPU (the reference) and every combo; skipped combos carry a
+    note. ``torch_device`` runs the torch rows there (``cuda``: a torch CUDA fp32 row too)."""
     budgets = {**BUDGETS, **(budgets or {})}
     reference_runner = load_runner(model, "torch", "cpu", "fp32")
     references = [_run(reference_runner, it) for it in items]
     rows, skipped = [], []
-    for combo in [Combo("torch", "fp32")] + [c for c in combos if (c.backend, c.precision) != ("torch", "fp32")]:
+    on_cpu = torch_device == "cpu"
+    others = [c for c in combos if not (on_cpu and (c.backend, c.precision) == ("torch", "fp32"))]
+    for combo in [Combo("torch", "fp32")] + others:
         try:
             artifact = artifact_for(model, combo.backend, combo.precision, cache, int8_model)
-            runner = open_runner(artifact, combo.backend, combo.precision)
+            device = torch_device if rows else "cpu"  # the first row is the CPU reference itself
+            runner = open_runner(artifact, combo.backend, combo.precision, device)
         except (BackendUnavailable, ValueError, FileNotFoundError) as e:
             skipped.append({"backend": combo.backend, "precision": combo.precision, "reason": str(e)})
             continue

@@ -209,6 +209,21 @@ def test_parity_cli_runs_cpu_backends(model_path, tmp_path, photo_dir):
     assert len(data["images"]) == 3 and any("@1032x776" in name for name in data["images"])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch CUDA rows need an NVIDIA GPU")
+def test_parity_cli_torch_cuda_rows(model_path, tmp_path, photo_dir):
+    report = tmp_path / "parity.json"
+    args = ["parity", "--model", str(model_path), "--clean", str(photo_dir), "--limit", "1", "--backends", "torch"]
+    args += ["--precisions", "fp32", "fp16", "--torch-device", "cuda", "--json", str(report)]
+    code = main(args)
+    rows = json.loads(report.read_text())["rows"]
+    assert [(r["precision"], r["device"].split()[0]) for r in rows] == [
+        ("fp32", "cpu"),
+        ("fp32", "cuda"),
+        ("fp16", "cuda"),
+    ]
+    assert code == 0 and all(r["passed"] for r in rows)
+
+
 def test_bench_cli_rows(model_path, tmp_path):
     report = tmp_path / "bench.json"
     assert (

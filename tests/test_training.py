@@ -176,7 +176,7 @@ def test_eval_cli_on_pairs_and_synthetic(photo_dir, tmp_path, nano_model):
         == 0
     )
     data = json.loads(report.read_text())
-    assert data["backend"] == "torch" and len(data["results"]) == 2
+    assert data["backend"] == "torch" and data["device"] == "cpu" and len(data["results"]) == 2
     rows = {r["task"]: r for r in data["results"]}
     assert rows["derain"]["n"] == 2 and rows["denoise_25"]["n"] == 4
     for r in data["results"]:
