@@ -25,7 +25,10 @@ class TorchRunner(Runner):
         self.device = torch.device(device)
         self.model = load_model(model, self.device).to(self.dtype)
         label = f"cuda ({torch.cuda.get_device_name(self.device)})" if self.device.type == "cuda" else "cpu"
-        self.info = RunnerInfo("torch", label, precision, str(model))
+        runs_at = precision
+        if self.device.type == "cuda" and precision == "fp32" and torch.backends.cudnn.allow_tf32:
+            runs_at = "tf32"  # PyTorch's default: cuDNN convolutions in TF32 on Ampere and newer GPUs
+        self.info = RunnerInfo("torch", label, runs_at, str(model))
 
     @torch.inference_mode()
     def run(self, batch: np.ndarray) -> np.ndarray:
