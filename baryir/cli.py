@@ -135,7 +135,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     quantized = is_quantized(args.model)
     # a quantized checkpoint runs as NNCF's fake-quantized PyTorch model (INT8 runtimes: baryir parity)
     if quantized and args.device != "cpu":
-        print("error: a quantized checkpoint evaluates on the CPU (NNCF fake quantization)", file=sys.stderr)
+        print(
+            f"error: {args.model} is quantized: it evaluates as NNCF's fake-quantized model on the CPU; "
+            "use --device cpu",
+            file=sys.stderr,
+        )
         return 2
     if args.device.startswith("cuda"):  # true FP32, as on the CPU (PyTorch lets cuDNN use TF32 by default)
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
@@ -535,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--torch-device",
         default="cpu",
-        help="device of the torch rows: cpu or cuda (cuda adds a torch CUDA fp32 row; the reference stays on the CPU)",
+        help="device of the torch rows: cpu or cuda (with cuda, torch fp32 gets a CUDA row too; the reference "
+        "stays PyTorch FP32 on the CPU)",
     )
     p.add_argument("--json", help="write {reference, rows} JSON here")
     p.set_defaults(func=cmd_parity)
