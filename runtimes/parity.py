@@ -98,6 +98,24 @@ def _run(runner, item: EvalItem) -> np.ndarray:
     return runner.restore(image).transpose(2, 0, 1)
 
 
+def _row(runner, outs: list[np.ndarray], references: list[np.ndarray], items: list[EvalItem]) -> dict:
+    """One parity row: ``outs`` of ``runner`` against the references and the clean targets."""
+    diffs = np.concatenate([np.abs(o - r).ravel() for o, r in zip(outs, references)])
+    finite = all(np.isfinite(o).all() for o in outs)
+    changed = np.concatenate([(np.round(o * 255) != np.round(r * 255)).ravel() for o, r in zip(outs, references)])
+    return {
+        "backend": runner.info.backend,
+        "device": runner.info.device,
+        "runs_at": runner.info.precision,
+        "psnr_vs_reference": min(min(psnr(o, r), PSNR_CAP) for o, r in zip(outs, references)) if finite else 0.0,
+        "max_abs": float(diffs.max()) if finite else math.inf,
+        "p99_abs": float(np.quantile(diffs, 0.99)) if finite else math.inf,
+        "changed_8bit": float(np.mean(changed)),
+        "psnr_vs_target": float(np.mean([psnr(o, it.target) for o, it in zip(outs, items)])),
+        "ssim_vs_target": float(np.mean([ssim(torch.from_numpy(o), it.target) for o, it in zip(outs, items)])),
+    }
+
+
 def run_parity(
     model: str,
     items: list[EvalItem],
@@ -112,37 +130,19 @@ def run_parity(
     budgets = {**BUDGETS, **(budgets or {})}
     reference_runner = load_runner(model, "torch", "cpu", "fp32")
     references = [_run(reference_runner, it) for it in items]
-    rows, skipped = [], []
+    rows = [{**_row(reference_runner, references, references, items), "precision": "fp32"}]
+    reference_runner.close()
+    skipped = []
     on_cpu = torch_device == "cpu"
-    others = [c for c in combos if not (on_cpu and (c.backend, c.precision) == ("torch", "fp32"))]
-    for combo in [Combo("torch", "fp32")] + others:
+    for combo in [c for c in combos if not (on_cpu and (c.backend, c.precision) == ("torch", "fp32"))]:
         try:
             artifact = artifact_for(model, combo.backend, combo.precision, cache, int8_model)
-            device = torch_device if rows else "cpu"  # the first row is the CPU reference itself
-            runner = open_runner(artifact, combo.backend, combo.precision, device)
+            runner = open_runner(artifact, combo.backend, combo.precision, torch_device)
         except (BackendUnavailable, ValueError, FileNotFoundError) as e:
             skipped.append({"backend": combo.backend, "precision": combo.precision, "reason": str(e)})
             continue
         outs = [_run(runner, it) for it in items]
-        diffs = np.concatenate([np.abs(o - r).ravel() for o, r in zip(outs, references)])
-        finite = all(np.isfinite(o).all() for o in outs)
-        row = {
-            "backend": combo.backend,
-            "precision": combo.precision,
-            "device": runner.info.device,
-            "runs_at": runner.info.precision,
-            "psnr_vs_reference": min(min(psnr(o, r), PSNR_CAP) for o, r in zip(outs, references)) if finite else 0.0,
-            "max_abs": float(diffs.max()) if finite else math.inf,
-            "p99_abs": float(np.quantile(diffs, 0.99)) if finite else math.inf,
-            "changed_8bit": float(
-                np.mean(
-                    np.concatenate([(np.round(o * 255) != np.round(r * 255)).ravel() for o, r in zip(outs, references)])
-                )
-            ),
-            "psnr_vs_target": float(np.mean([psnr(o, it.target) for o, it in zip(outs, items)])),
-            "ssim_vs_target": float(np.mean([ssim(torch.from_numpy(o), it.target) for o, it in zip(outs, items)])),
-        }
-        rows.append(row)
+        rows.append({**_row(runner, outs, references, items), "precision": combo.precision})
         runner.close()
     base = rows[0]
     for row in rows:
