@@ -326,6 +326,30 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _add_row_options(p: argparse.ArgumentParser) -> None:
+    """The options ``parity`` and ``bench`` share: which model, backends and precisions make the rows."""
+    p.add_argument("--model", default="default")
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        default=["torch", "onnxruntime", "openvino"],
+        choices=["torch", "onnxruntime", "openvino", "tensorrt", "coreml"],
+    )
+    p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16", "int8"])
+    p.add_argument("--cache", default="out/artifacts", help="where exported artifacts are kept")
+    p.add_argument(
+        "--int8-model",
+        help="quantized checkpoint for int8 rows (default: the shipped INT8 version of --model)",
+    )
+    p.add_argument(
+        "--torch-device",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="device of the torch rows (with cuda, torch fp32 gets a CUDA row; parity's reference stays "
+        "PyTorch FP32 on the CPU)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="baryir",
@@ -516,7 +540,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_restore)
 
-    backends = ["torch", "onnxruntime", "openvino", "tensorrt", "coreml"]
     p = sub.add_parser(
         "parity",
         help="compare every backend x precision with PyTorch FP32 on real degraded images",
@@ -524,24 +547,11 @@ def build_parser() -> argparse.ArgumentParser:
         "exporting what is needed into --cache, and compare with PyTorch FP32 and the clean targets. Budgets: "
         "FP32 >= 50 dB and FP16/BF16 >= 40 dB vs PyTorch, INT8 <= 0.3 dB loss vs target. Exit 1 if a row fails.",
     )
-    p.add_argument("--model", default="default")
+    _add_row_options(p)
     p.add_argument("--pairs", nargs=2, metavar=("INPUT_DIR", "TARGET_DIR"))
     p.add_argument("--clean", help="clean photos degraded with --tasks (fixed seeds)")
     p.add_argument("--tasks", nargs="+", default=["denoise_25"], choices=sorted(TASKS), metavar="TASK")
     p.add_argument("--limit", type=int, default=3, help="images per folder (default 3)")
-    p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "openvino"], choices=backends)
-    p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16", "int8"])
-    p.add_argument("--cache", default="out/artifacts", help="where exported artifacts are kept")
-    p.add_argument(
-        "--int8-model",
-        help="quantized checkpoint for int8 rows (default: the shipped INT8 version of --model)",
-    )
-    p.add_argument(
-        "--torch-device",
-        default="cpu",
-        help="device of the torch rows: cpu or cuda (with cuda, torch fp32 gets a CUDA row too; the reference "
-        "stays PyTorch FP32 on the CPU)",
-    )
     p.add_argument("--json", help="write {reference, rows} JSON here")
     p.set_defaults(func=cmd_parity)
 
@@ -551,9 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark each backend and precision at each size, every row in a fresh process and all "
         "rows in one run (compare ratios, not absolute numbers, on a shared machine).",
     )
-    p.add_argument("--model", default="default")
-    p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "openvino"], choices=backends)
-    p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16", "int8"])
+    _add_row_options(p)
     p.add_argument(
         "--size",
         type=lambda t: [_size(v) for v in t.split(",")],
@@ -562,12 +570,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--cache", default="out/artifacts")
-    p.add_argument(
-        "--int8-model",
-        help="quantized checkpoint for int8 rows (default: the shipped INT8 version of --model)",
-    )
-    p.add_argument("--torch-device", default="cpu", help="device of the torch rows: cpu or cuda (default cpu)")
     p.add_argument("--json", help="write the rows as JSON here")
     p.add_argument("--plot", help="write a latency bar chart (PNG) here")
     p.set_defaults(func=cmd_bench)
