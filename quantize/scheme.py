@@ -34,6 +34,10 @@ _OUTPUT = r"(output|refinement/\d+/.*)/.*"
 #: stream is what costs low-noise denoising most; the adds are elementwise, so keeping them in
 #: float costs the int8 convolutions nothing.
 _RESIDUAL = r".*/\d+/add/\d+"
+#: The full-resolution (level-1) gated FFNs after their input projection: the depthwise conv,
+#: GELU gate and output projection see the finest image detail, which per-tensor int8
+#: activations round away (low-noise denoising loses most). ``project_in`` stays int8.
+_FFN_LEVEL1 = r"(encoder_level1|decoder_level1|refinement)/\d+/ffn/(dwconv/conv2d|gelu|mul|project_out/conv2d)/\d+"
 
 #: name -> regex patterns of nodes left in floating point.
 IGNORED_SCOPES: dict[str, tuple[str, ...]] = {
@@ -42,6 +46,7 @@ IGNORED_SCOPES: dict[str, tuple[str, ...]] = {
     "norms+attention": (_NORMS, _ATTENTION),
     "norms+attention+output": (_NORMS, _ATTENTION, _OUTPUT),
     "norms+attention+residual": (_NORMS, _ATTENTION, _RESIDUAL),
+    "norms+attention+residual+ffn1": (_NORMS, _ATTENTION, _RESIDUAL, _FFN_LEVEL1),
 }
 DEFAULT_IGNORED = "norms+attention+residual"
 

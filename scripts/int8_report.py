@@ -1,4 +1,4 @@
-"""FP32 vs PTQ-INT8 vs QAT-INT8 quality through the real INT8 runtimes (ONNX Runtime, OpenVINO).
+r"""FP32 vs PTQ-INT8 vs QAT-INT8 quality through the real INT8 runtimes (ONNX Runtime, OpenVINO).
 
 Every model is exported (FP32 ONNX for the float row, Q/DQ ONNX and OpenVINO INT8 IR for the
 quantized ones) and evaluated with `baryir eval`'s protocol on CBSD68 sigma 15/25/50,

@@ -1,4 +1,4 @@
-"""Which quantizers cost quality: PSNR regained by leaving one group of quantizers in float.
+r"""Which quantizers cost quality: PSNR regained by leaving one group of quantizers in float.
 
 Loads a quantized checkpoint (NNCF's fake-quantized PyTorch model), restores synthetic test
 crops with every quantizer on, then once per group with that group's quantizers disabled, and
@@ -9,7 +9,7 @@ through the real INT8 runtimes with ``scripts/int8_report.py``.
 
     python scripts/int8_sensitivity.py --model out/q/ptq/model-int8.safetensors \
         --clean data/test/CBSD68 --tasks denoise_15 denoise_25 --limit 3 \
-        --group 'residual adds=pre_hooks\\..*/\\d+/add/\\d+__' --json out/sensitivity.json
+        --group 'residual adds=pre_hooks\..*/\d+/add/\d+__' --json out/sensitivity.json
 """
 
 from __future__ import annotations
