@@ -48,7 +48,7 @@ IGNORED_SCOPES: dict[str, tuple[str, ...]] = {
     "norms+attention+residual": (_NORMS, _ATTENTION, _RESIDUAL),
     "norms+attention+residual+ffn1": (_NORMS, _ATTENTION, _RESIDUAL, _FFN_LEVEL1),
 }
-DEFAULT_IGNORED = "norms+attention+residual"
+DEFAULT_IGNORED = "norms+attention+residual+ffn1"
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,12 @@ def test_ptq_quantizers_are_signed_and_reload_exactly(ptq):
     # ... and the transformer blocks' residual adds in float too: no quantizer on their
     # inputs (a block's output is still quantized where it feeds the next convolution)
     assert not [n for n in names if re.search(r"pre_hooks\..*/\d+/add/\d+__", n)]
+    # ... and the full-resolution gated FFNs after their input projection; project_in keeps
+    # its int8 weights there, and the FFNs of the lower levels stay fully quantized
+    level1 = r"(encoder_level1|decoder_level1|refinement)/\d+/ffn/"
+    assert not [n for n in names if re.search(level1 + r"(project_in/conv2d/0__0|dwconv|gelu|mul|project_out)", n)]
+    assert [n for n in names if re.search(level1 + r"project_in/conv2d/0__1", n)]
+    assert [n for n in names if re.search(r"encoder_level2/\d+/ffn/(dwconv|mul|project_out)", n)]
 
 
 def test_int8_onnx_is_symmetric_and_runtimes_agree(ptq, tmp_path):
