@@ -107,6 +107,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         precision=args.precision,
         device=args.device,
         seed=args.seed,
+        ema=args.ema,
         workers=args.workers,
         val_every=args.val_every,
         ckpt_every=args.ckpt_every,
@@ -430,6 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (~2x faster after warm-up)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        metavar="DECAY",
+        help="also keep an exponential moving average of the weights (e.g. 0.999), written to "
+        "model_ema.safetensors and validated beside the trained weights (default 0: off)",
+    )
     p.add_argument("--workers", type=int, default=2, help="data loader processes")
     p.add_argument("--val-pairs", nargs=2, metavar=("INPUT_DIR", "TARGET_DIR"), help="validation pairs")
     p.add_argument("--val-clean", help="validation clean photos (degraded with --val-tasks)")

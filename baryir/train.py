@@ -7,13 +7,15 @@ Each step, as the published ``trainer_bary.py``:
    f_k(i)(bary_i) + 10 mean_i (sum_k lambda_k f_k(bary_i))**2``.
 ``loss="l1"`` trains the same network with the L1 term alone (the ablation baseline).
 
-Output folder: ``model.safetensors`` (latest weights, with config), ``potentials.safetensors``,
-``state.pt`` (optimisers, step, RNG; read back with ``torch.load(weights_only=True)``),
-``metrics.csv`` and ``metrics.json``.
+Output folder: ``model.safetensors`` (latest weights, with config), ``model_ema.safetensors``
+(their exponential moving average, with ``ema > 0``), ``potentials.safetensors``, ``state.pt``
+(optimisers, step, RNG; read back with ``torch.load(weights_only=True)``), ``metrics.csv`` and
+``metrics.json``.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -61,6 +63,7 @@ class TrainOptions:
     precision: str = "auto"
     device: str = "auto"
     seed: int = 0
+    ema: float = 0.0
     workers: int = 2
     val_every: int = 500
     ckpt_every: int = 500
@@ -101,6 +104,27 @@ def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=1e-4)
     raise ValueError(f"optimizer must be 'rmsprop' (published) or 'adamw', not {name!r}")
+
+
+class WeightEMA:
+    """Exponential moving average of a model's weights, updated after every model step:
+    ``shadow = decay * shadow + (1 - decay) * weights`` (integer buffers are copied). It starts
+    from the weights the run starts from (``--init`` or the fresh initialisation)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"--ema must be a decay in (0, 1), e.g. 0.999, not {decay}")
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        """Move the average one step towards ``model``'s current weights."""
+        for shadow, current in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
+            if shadow.is_floating_point():
+                shadow.lerp_(current, 1.0 - self.decay)
+            else:
+                shadow.copy_(current)
 
 
 def _device(opts: TrainOptions) -> torch.device:
@@ -151,6 +175,7 @@ class Trainer:
         self.lambdas = self.data.lambdas.to(self.device)
         self.opt_model = _optimizer(opts.optimizer, self.model.parameters(), opts.lr)
         self.opt_pots = _optimizer(opts.optimizer, self.pots.parameters(), opts.pots_lr or opts.lr)
+        self.ema = WeightEMA(self.model, opts.ema) if opts.ema else None
         self.step = 0
         if opts.resume:
             self._load_state()
@@ -170,6 +195,14 @@ class Trainer:
             raise FileNotFoundError(f"--resume: {state_path} not found; train without --resume first")
         self.load_weights()
         self.pots.load_state_dict(read_safetensors(self.out / "potentials.safetensors")[0])
+        if self.ema is not None:
+            ema_path = self.out / "model_ema.safetensors"
+            if not ema_path.exists():
+                raise FileNotFoundError(
+                    f"--resume --ema: {ema_path} not found (the run was started without --ema); "
+                    "resume without --ema, or start a new run with --init and --ema"
+                )
+            self.ema.model.load_state_dict(read_safetensors(ema_path)[0])
         state = torch.load(state_path, map_location=self.device, weights_only=True)
         self.opt_model.load_state_dict(state["opt_model"])
         self.opt_pots.load_state_dict(state["opt_pots"])
@@ -181,6 +214,9 @@ class Trainer:
         if self.rank:
             return
         self.save_weights()
+        if self.ema is not None:
+            meta = {"step": self.step, "tasks": self.opts.tasks, "loss": self.opts.loss, "ema": self.ema.decay}
+            save_model(self.ema.model, self.out / "model_ema.safetensors", meta)
         save_potentials(self.pots, self.out / "potentials.safetensors")
         state = {
             "opt_model": self.opt_model.state_dict(),
@@ -232,6 +268,8 @@ class Trainer:
         self.opt_model.zero_grad(set_to_none=True)
         total.backward()
         self.opt_model.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         if opts.loss == "bary":
             pots_loss = potentials_loss(self.ddp_pots(bary.detach()), source, src_w, self.lambdas, w)
             self.opt_pots.zero_grad(set_to_none=True)
@@ -242,10 +280,11 @@ class Trainer:
         self.step += 1
         return logs
 
-    def validate(self) -> float:
-        """Mean PSNR over the validation items (eval mode, whole images)."""
-        self.model.eval()
-        rows = evaluate(lambda img: restore_tensor(self.model, img), self.validation, with_ssim=False, progress=False)
+    def validate(self, model: torch.nn.Module | None = None) -> float:
+        """Mean PSNR of ``model`` (default: the trained weights) over the validation items."""
+        model = self.model if model is None else model
+        model.eval()
+        rows = evaluate(lambda img: restore_tensor(model, img), self.validation, with_ssim=False, progress=False)
         self.model.train()
         return sum(r["psnr"] * r["n"] for r in rows) / sum(r["n"] for r in rows)
 
@@ -275,6 +314,7 @@ class Trainer:
             "contrastive",
             "pots",
             "val_psnr",
+            "val_psnr_ema",
         ]
         new_csv = not (opts.resume and csv_path.exists())
         if self.rank == 0:
@@ -301,6 +341,8 @@ class Trainer:
             if self.validation and (self.step % opts.val_every == 0 or done) and self.rank == 0:
                 val_psnr = logs["val_psnr"] = self.validate()
                 history.append({"step": self.step, "val_psnr": val_psnr})
+                if self.ema is not None:
+                    logs["val_psnr_ema"] = history[-1]["val_psnr_ema"] = self.validate(self.ema.model)
             if self.step % opts.ckpt_every == 0 or done:
                 self.save()
             if self.rank == 0:

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from baryir.checkpoints import load_model
 from baryir.cli import main
 from baryir.data.datasets import AllInOneDataset
-from baryir.train import Trainer, TrainOptions
+from baryir.train import Trainer, TrainOptions, WeightEMA
 
 TASKS = ["denoise_15", "denoise_25", "derain", "dehaze"]
 
@@ -99,6 +99,38 @@ def test_resume_continues_exactly(photo_dir, tmp_path):
     rows = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 1 + 4
     assert load_model(tmp_path / "b" / "model.safetensors").config.dim == 8
+
+
+def test_weight_ema_update_rule():
+    net = torch.nn.BatchNorm1d(2)
+    ema = WeightEMA(net, decay=0.9)
+    with torch.no_grad():
+        net.weight.fill_(2.0)  # was 1
+    net.num_batches_tracked.fill_(5)
+    ema.update(net)
+    torch.testing.assert_close(ema.model.weight, torch.full((2,), 1.1))  # 0.9 * 1 + 0.1 * 2
+    assert ema.model.num_batches_tracked.item() == 5  # integer buffers are copied, not averaged
+    with pytest.raises(ValueError, match="decay in"):
+        WeightEMA(net, decay=1.0)
+
+
+def test_ema_weights_are_saved_and_resume_exactly(photo_dir, tmp_path):
+    straight = Trainer(_opts(photo_dir, tmp_path / "a", steps=4, ema=0.5))
+    straight.fit()
+    first = Trainer(_opts(photo_dir, tmp_path / "b", steps=2, ema=0.5))
+    first.fit()
+    resumed = Trainer(_opts(photo_dir, tmp_path / "b", steps=4, ema=0.5, resume=True))
+    resumed.fit()
+    saved = load_model(tmp_path / "b" / "model_ema.safetensors").state_dict()
+    for (name, p), q, r in zip(
+        straight.ema.model.state_dict().items(), resumed.ema.model.state_dict().values(), saved.values()
+    ):
+        assert torch.equal(p, q) and torch.equal(p, r), name
+    trained = straight.model.state_dict()
+    assert any(not torch.equal(p, trained[k]) for k, p in saved.items())  # an average, not a copy
+    Trainer(_opts(photo_dir, tmp_path / "plain", steps=2)).fit()
+    with pytest.raises(FileNotFoundError, match="started without --ema"):
+        Trainer(_opts(photo_dir, tmp_path / "plain", steps=4, ema=0.5, resume=True))
 
 
 def test_l1_ablation_trains_without_potentials(photo_dir, tmp_path):
