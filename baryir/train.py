@@ -215,7 +215,7 @@ class Trainer:
             return
         self.save_weights()
         if self.ema is not None:
-            meta = {"step": self.step, "tasks": self.opts.tasks, "loss": self.opts.loss, "ema": self.ema.decay}
+            meta = {**self.run_metadata(), "ema": self.ema.decay}
             save_model(self.ema.model, self.out / "model_ema.safetensors", meta)
         save_potentials(self.pots, self.out / "potentials.safetensors")
         state = {
@@ -226,10 +226,13 @@ class Trainer:
         }
         atomic_write(self.out / "state.pt", lambda tmp: torch.save(state, tmp))
 
+    def run_metadata(self) -> dict:
+        """What a saved model records of its run: step, task mix and loss."""
+        return {"step": self.step, "tasks": self.opts.tasks, "loss": self.opts.loss}
+
     def save_weights(self) -> None:
         """Write the model's weights (``model.safetensors`` with config)."""
-        meta = {"step": self.step, "tasks": self.opts.tasks, "loss": self.opts.loss}
-        save_model(self.model, self.out / "model.safetensors", meta)
+        save_model(self.model, self.out / "model.safetensors", self.run_metadata())
 
     def load_weights(self) -> None:
         """Read back what :meth:`save_weights` wrote (for ``--resume``)."""
@@ -314,8 +317,7 @@ class Trainer:
             "contrastive",
             "pots",
             "val_psnr",
-            "val_psnr_ema",
-        ]
+        ] + (["val_psnr_ema"] if self.ema is not None else [])
         new_csv = not (opts.resume and csv_path.exists())
         if self.rank == 0:
             csv_file = open(csv_path, "w" if new_csv else "a", newline="")

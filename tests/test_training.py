@@ -129,6 +129,8 @@ def test_ema_weights_are_saved_and_resume_exactly(photo_dir, tmp_path):
     trained = straight.model.state_dict()
     assert any(not torch.equal(p, trained[k]) for k, p in saved.items())  # an average, not a copy
     Trainer(_opts(photo_dir, tmp_path / "plain", steps=2)).fit()
+    assert "val_psnr_ema" in (tmp_path / "b" / "metrics.csv").read_text().splitlines()[0]
+    assert "val_psnr_ema" not in (tmp_path / "plain" / "metrics.csv").read_text().splitlines()[0]
     with pytest.raises(FileNotFoundError, match="started without --ema"):
         Trainer(_opts(photo_dir, tmp_path / "plain", steps=4, ema=0.5, resume=True))
 
