@@ -640,8 +640,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
+    from .train import TrainingStopped
+
     try:
         return args.func(args)
+    except TrainingStopped as e:
+        print(e, file=sys.stderr)
+        return 128 + e.signum  # the shell's convention for a process ended by a signal
     except (FileNotFoundError, ValueError, ImportError, pickle.UnpicklingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -11,6 +11,9 @@ Output folder: ``model.safetensors`` (latest weights, with config), ``model_ema.
 (their exponential moving average, with ``ema > 0``), ``potentials.safetensors``, ``state.pt``
 (optimisers, step, RNG; read back with ``torch.load(weights_only=True)``), ``metrics.csv`` and
 ``metrics.json``.
+
+SIGINT (Ctrl-C) or SIGTERM (``timeout``, a batch scheduler's pre-emption) ends the run after
+the step in progress, with everything saved for ``--resume``; a second signal aborts at once.
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ import csv
 import json
 import math
 import os
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import FrameType
 
 import torch
 import torch.distributed as dist
@@ -84,6 +90,61 @@ class _CountingSampler(Sampler[int]):
             base = (step * self.world + self.rank) * self.batch
             yield from range(base, base + self.batch)
             step += 1
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class TrainingStopped(Exception):
+    """A run ended early by SIGINT/SIGTERM, after saving everything ``--resume`` needs."""
+
+    def __init__(self, signum: int, step: int, steps: int, out: Path) -> None:
+        self.signum = signum
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} at step {step} of {steps}: everything is saved in {out}; "
+            "run the same command with --resume to continue"
+        )
+
+
+class _StopRequest:
+    """Context manager that turns SIGINT/SIGTERM into a request to stop after the current
+    step (a second signal raises KeyboardInterrupt). Outside the main thread it installs
+    nothing and never requests a stop."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: aborted without saving")
+        self.signum = signum
+        tqdm.write(f"{signal.Signals(signum).name}: saving after this step (send it again to abort at once)")
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def agreed(self, world: int, device: torch.device) -> int:
+        """The signal any rank received (0 if none): all ranks must stop at the same step."""
+        if world == 1:
+            return self.signum
+        flag = torch.tensor([self.signum], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Data-loader workers leave SIGINT/SIGTERM to the training process, which stops them
+    after saving (a signal to the whole process group would otherwise kill them mid-batch)."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
 
 
 def learning_rate(opts: TrainOptions, step: int, base: float) -> float:
@@ -293,7 +354,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict:
-        """Train until ``opts.steps``; returns a summary (also written to metrics.json)."""
+        """Train until ``opts.steps``; returns a summary (also written to metrics.json).
+        Raises :class:`TrainingStopped` after saving if SIGINT/SIGTERM ended the run early."""
         opts = self.opts
         self.out.mkdir(parents=True, exist_ok=True)
         loader = DataLoader(
@@ -303,6 +365,7 @@ class Trainer:
             sampler=_CountingSampler(self.step, self.rank, self.world, opts.batch_size),
             persistent_workers=opts.workers > 0,
             pin_memory=self.device.type == "cuda",
+            worker_init_fn=_ignore_stop_signals,
         )
         csv_path = self.out / "metrics.csv"
         fields = [
@@ -333,28 +396,34 @@ class Trainer:
             unit="step",
             dynamic_ncols=True,
         )
-        start, val_psnr, history = time.time(), None, []
-        for degraded, target, task, source in loader:
-            if self.step >= opts.steps:
-                break
-            logs = self.train_step(*(t.to(self.device) for t in (degraded, target, task, source)))
-            logs.update(step=self.step, time_s=round(time.time() - start, 1), lr=self.opt_model.param_groups[0]["lr"])
-            done = self.step >= opts.steps
-            if self.validation and (self.step % opts.val_every == 0 or done) and self.rank == 0:
-                val_psnr = logs["val_psnr"] = self.validate()
-                history.append({"step": self.step, "val_psnr": val_psnr})
-                if self.ema is not None:
-                    logs["val_psnr_ema"] = history[-1]["val_psnr_ema"] = self.validate(self.ema.model)
-            if self.step % opts.ckpt_every == 0 or done:
-                self.save()
-            if self.rank == 0:
-                writer.writerow(logs)
-                csv_file.flush()
-                bar.set_postfix(
-                    {k: f"{logs[k]:.4g}" for k in ("l1", "bary", "pots") if k in logs}
-                    | ({"val": f"{val_psnr:.2f}"} if val_psnr is not None else {})
+        start, val_psnr, history, stopped_by = time.time(), None, [], 0
+        with _StopRequest() as stop_request:
+            for degraded, target, task, source in loader:
+                if self.step >= opts.steps:
+                    break
+                logs = self.train_step(*(t.to(self.device) for t in (degraded, target, task, source)))
+                logs.update(
+                    step=self.step, time_s=round(time.time() - start, 1), lr=self.opt_model.param_groups[0]["lr"]
                 )
-                bar.update(1)
+                done = self.step >= opts.steps
+                if self.validation and (self.step % opts.val_every == 0 or done) and self.rank == 0:
+                    val_psnr = logs["val_psnr"] = self.validate()
+                    history.append({"step": self.step, "val_psnr": val_psnr})
+                    if self.ema is not None:
+                        logs["val_psnr_ema"] = history[-1]["val_psnr_ema"] = self.validate(self.ema.model)
+                stopped_by = stop_request.agreed(self.world, self.device)
+                if self.step % opts.ckpt_every == 0 or done or stopped_by:
+                    self.save()
+                if self.rank == 0:
+                    writer.writerow(logs)
+                    csv_file.flush()
+                    bar.set_postfix(
+                        {k: f"{logs[k]:.4g}" for k in ("l1", "bary", "pots") if k in logs}
+                        | ({"val": f"{val_psnr:.2f}"} if val_psnr is not None else {})
+                    )
+                    bar.update(1)
+                if stopped_by:
+                    break
         bar.close()
         summary = {
             "options": {**asdict(opts)},
@@ -365,10 +434,13 @@ class Trainer:
             "sources": self.data.sources,
             "lambdas": self.lambdas.tolist(),
             "validation": history,
+            "stopped_by": signal.Signals(stopped_by).name if stopped_by else None,
         }
         if self.rank == 0:
             csv_file.close()
             atomic_write(self.out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+        if stopped_by:
+            raise TrainingStopped(stopped_by, self.step, opts.steps, self.out)
         return summary
 
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-from baryir.checkpoints import load_model
+from baryir.checkpoints import load_model, read_safetensors
 from baryir.cli import main
 from baryir.data.datasets import AllInOneDataset
 from baryir.train import Trainer, TrainOptions, WeightEMA
@@ -99,6 +103,47 @@ def test_resume_continues_exactly(photo_dir, tmp_path):
     rows = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 1 + 4
     assert load_model(tmp_path / "b" / "model.safetensors").config.dim == 8
+
+
+def _train_command(photo_dir, out, steps: int, *extra: str) -> list[str]:
+    """``baryir train`` with :func:`_opts`' settings on a constant learning rate (so a run's
+    steps do not depend on ``--steps``), one data-loader worker."""
+    cli = "import sys; from baryir.cli import main; sys.exit(main())"
+    return [sys.executable, "-c", cli, "train", "--data", str(photo_dir), "--tasks", *TASKS, "--config", "nano"] + [
+        *("--steps", str(steps), "--batch-size", "4", "--patch-size", "32", "--lr", "1e-3", "--warmup", "1"),
+        *("--schedule", "constant", "--workers", "1", "--ckpt-every", "100000", "--val-every", "100000"),
+        *("--device", "cpu", "--no-progress", "-o", str(out), *extra),
+    ]
+
+
+def test_sigterm_saves_and_resume_matches_an_uninterrupted_run(photo_dir, tmp_path):
+    """SIGTERM to the whole process group, data-loader worker included (as ``timeout`` and batch
+    schedulers send it), ends the run after the step in progress with everything saved, although
+    no checkpoint was due; ``--resume`` then ends exactly where a run never stopped ends."""
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen(
+        _train_command(photo_dir, out, 100_000), start_new_session=True, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    csv_path, deadline = out / "metrics.csv", time.monotonic() + 180
+    while not (csv_path.exists() and len(csv_path.read_text().splitlines()) > 3):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    stopped_at = int(read_safetensors(out / "model.safetensors")[1]["baryir.step"])
+    assert f"SIGTERM at step {stopped_at} of 100000" in err and "--resume" in err
+    rows = csv_path.read_text().splitlines()
+    assert len(rows) == 1 + stopped_at and rows[-1].startswith(f"{stopped_at},")
+    assert json.loads((out / "metrics.json").read_text())["stopped_by"] == "SIGTERM"
+
+    subprocess.run(_train_command(photo_dir, out, stopped_at + 2, "--resume"), check=True, capture_output=True)
+    subprocess.run(_train_command(photo_dir, tmp_path / "straight", stopped_at + 2), check=True, capture_output=True)
+    resumed = read_safetensors(out / "model.safetensors")[0]
+    straight = read_safetensors(tmp_path / "straight" / "model.safetensors")[0]
+    for name, p in straight.items():
+        assert torch.equal(p, resumed[name]), name
 
 
 def test_weight_ema_update_rule():
