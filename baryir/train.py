@@ -117,10 +117,12 @@ class _StopRequest:
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
         if self.signum:
-            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: aborted without saving")
+            raise KeyboardInterrupt(f"second {name}: aborted without saving")
         self.signum = signum
-        tqdm.write(f"{signal.Signals(signum).name}: saving after this step (send it again to abort at once)")
+        # os.write, not print: a handler may interrupt a print to the same stream
+        os.write(2, f"\n{name}: saving after this step (send it again to abort at once)\n".encode())
 
     def __enter__(self) -> _StopRequest:
         if threading.current_thread() is threading.main_thread():

@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 from baryir.checkpoints import load_model, read_safetensors
 from baryir.cli import main
 from baryir.data.datasets import AllInOneDataset
-from baryir.train import Trainer, TrainOptions, WeightEMA
+from baryir.train import Trainer, TrainOptions, WeightEMA, _StopRequest
 
 TASKS = ["denoise_15", "denoise_25", "derain", "dehaze"]
 
@@ -144,6 +144,17 @@ def test_sigterm_saves_and_resume_matches_an_uninterrupted_run(photo_dir, tmp_pa
     straight = read_safetensors(tmp_path / "straight" / "model.safetensors")[0]
     for name, p in straight.items():
         assert torch.equal(p, resumed[name]), name
+
+
+def test_a_second_signal_aborts_and_handlers_are_restored():
+    before = signal.getsignal(signal.SIGTERM)
+    with _StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.agreed(1, torch.device("cpu")) == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt, match="second SIGINT"):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs in the main thread between bytecodes
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_weight_ema_update_rule():
