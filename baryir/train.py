@@ -426,6 +426,8 @@ class Trainer:
                     bar.update(1)
                 if stopped_by:
                     break
+        if self.step >= opts.steps:
+            stopped_by = 0  # a signal during the last step: the run is complete, not stopped
         bar.close()
         summary = {
             "options": {**asdict(opts)},

@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 from baryir.checkpoints import load_model, read_safetensors
 from baryir.cli import main
 from baryir.data.datasets import AllInOneDataset
-from baryir.train import Trainer, TrainOptions, WeightEMA, _StopRequest
+from baryir.train import Trainer, TrainingStopped, TrainOptions, WeightEMA, _StopRequest
 
 TASKS = ["denoise_15", "denoise_25", "derain", "dehaze"]
 
@@ -145,6 +145,28 @@ def test_sigterm_saves_and_resume_matches_an_uninterrupted_run(photo_dir, tmp_pa
     straight = read_safetensors(tmp_path / "straight" / "model.safetensors")[0]
     for name, p in straight.items():
         assert torch.equal(p, resumed[name]), name
+
+
+class _SignalledTrainer(Trainer):
+    """Sends itself SIGTERM during step ``signal_at`` (in process, as the test is the main thread)."""
+
+    signal_at = 0
+
+    def train_step(self, *batch):
+        if self.step + 1 == self.signal_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().train_step(*batch)
+
+
+def test_a_signal_during_the_last_step_completes_the_run(photo_dir, tmp_path):
+    stopped = _SignalledTrainer(_opts(photo_dir, tmp_path / "a", steps=3, ckpt_every=100))
+    stopped.signal_at = 2
+    with pytest.raises(TrainingStopped, match="SIGTERM at step 2 of 3"):
+        stopped.fit()
+    finished = _SignalledTrainer(_opts(photo_dir, tmp_path / "b", steps=3, ckpt_every=100))
+    finished.signal_at = 3
+    assert finished.fit()["stopped_by"] is None
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["steps"] == 3
 
 
 def test_a_second_signal_aborts_and_handlers_are_restored():
