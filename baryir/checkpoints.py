@@ -12,20 +12,26 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
+import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .io.atomic import atomic_write
 from .model import CONFIGS, UNUSED_PUBLISHED_PREFIXES, BaryConfig, BaryNet, Potentials, get_config
 from .safe_unpickle import safe_torch_load, to_state_dict
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be used; the message names the file and what to do."""
+
+
 FORMAT_KEY = "baryir.format"
 CONFIG_KEY = "baryir.config"
 
@@ -42,24 +48,6 @@ def build_model(config: str | BaryConfig = "mobile", **overrides: Any) -> BaryNe
     elif overrides:
         config = BaryConfig.from_dict({**config.to_dict(), **overrides})
     return BaryNet(config)
-
-
-def atomic_write(path: str | Path, write: Any) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``; no half-written file on failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, kind: str, metadata: dict[str, str]) -> Path:
@@ -151,12 +139,15 @@ def infer_config(state: dict[str, torch.Tensor]) -> BaryConfig:
             state[f"{stack}.0.attn.temperature"].shape[0]
             for stack in ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
         )
+        out_channels = state["output.weight"].shape[0]
     except KeyError as e:
         raise ValueError(f"not a BaryNet state dict: missing {e.args[0]!r}") from None
+    if embed.dim() != 4:
+        raise ValueError("not a BaryNet state dict: patch_embed.proj.weight is not a convolution weight")
     return BaryConfig(
         dim=embed.shape[0],
         inp_channels=embed.shape[1],
-        out_channels=state["output.weight"].shape[0],
+        out_channels=out_channels,
         num_blocks=tuple(_count(state, s) for s in ("encoder_level1", "encoder_level2", "encoder_level3", "latent")),
         num_refinement_blocks=_count(state, "refinement"),
         bary_blocks=_count(state, "barylatent"),
@@ -170,16 +161,54 @@ def infer_config(state: dict[str, torch.Tensor]) -> BaryConfig:
 def infer_potentials(state: dict[str, torch.Tensor]) -> tuple[int, int, int, int]:
     """(number of potentials, channels, pool, conv groups) from a Potentials state dict."""
     count = _count(state, "potentials")
-    conv = state["potentials.0.0.weight"]
-    channels, groups = conv.shape[0], conv.shape[0] // conv.shape[1]
-    pool = math.isqrt(state["potentials.0.3.weight"].shape[1] // channels)
+    try:
+        conv = state["potentials.0.0.weight"]
+        channels, groups = conv.shape[0], conv.shape[0] // conv.shape[1]
+        pool = math.isqrt(state["potentials.0.3.weight"].shape[1] // channels)
+    except (KeyError, IndexError, ZeroDivisionError):
+        raise ValueError("not a Potentials state dict (no potentials.0.0.weight / potentials.0.3.weight)") from None
     return count, channels, pool, groups
 
 
+_SHAPE_FIELDS = ("dim", "inp_channels", "out_channels", "num_blocks", "num_refinement_blocks", "bary_blocks", "heads")
+
+
+def check_config(config: BaryConfig, state: dict[str, torch.Tensor]) -> None:
+    """Refuse a config that disagrees with the tensors before anything is built (a file that
+    claims ``dim=4096`` must fail in milliseconds, not after allocating gigabytes)."""
+    inferred = infer_config(state)
+    wrong = [
+        f"{k}={getattr(config, k)} but the tensors say {getattr(inferred, k)}"
+        for k in _SHAPE_FIELDS
+        if getattr(config, k) != getattr(inferred, k)
+    ]
+    if not wrong and int(config.dim * config.ffn_expansion_factor) != int(config.dim * inferred.ffn_expansion_factor):
+        wrong.append(f"ffn_expansion_factor={config.ffn_expansion_factor} does not fit the FFN widths")
+    if wrong:
+        raise ValueError("config does not match the weights: " + "; ".join(wrong))
+
+
 def model_from_state_dict(state: dict[str, torch.Tensor], config: BaryConfig | None = None) -> BaryNet:
-    """Build a BaryNet for ``state`` (config inferred unless given) and load it strictly."""
+    """Build a BaryNet for ``state`` (config inferred unless given, and checked against the
+    shapes first) and load it strictly; missing, extra or wrong-shape keys are one error."""
     state = clean_state_dict(state)
-    model = BaryNet(config or infer_config(state))
+    if config is None:
+        config = infer_config(state)
+    else:
+        check_config(config, state)
+    model = BaryNet(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    shapes = [
+        f"{k} is {list(state[k].shape)}, expected {list(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = [f"missing {', '.join(missing[:3])}" * bool(missing), f"unexpected {', '.join(extra[:3])}" * bool(extra)]
+    problems = [p for p in problems + shapes[:3] if p]
+    if problems:
+        raise ValueError("not a BaryNet state dict for this config: " + "; ".join(problems))
     model.load_state_dict(state, strict=True)
     return model
 
@@ -209,17 +238,39 @@ def read_official(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     return to_state_dict(obj, str(path)), None, {}
 
 
+def read_model_file(path: Path) -> tuple[dict[str, torch.Tensor], BaryConfig | None]:
+    """(state dict, config from the metadata or None) of a model file; errors name the file."""
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a folder, not a model file; give the .safetensors or .pth file inside it")
+    try:
+        if path.suffix == ".safetensors":
+            tensors, meta = read_safetensors(path)
+            if meta.get(FORMAT_KEY, "model") != "model":
+                raise ValueError(f"it holds {meta[FORMAT_KEY]}, not a BaryNet model")
+            if CONFIG_KEY not in meta:
+                return tensors, None
+            try:
+                config_dict = json.loads(meta[CONFIG_KEY])
+            except json.JSONDecodeError as e:
+                raise ValueError(f"its {CONFIG_KEY} metadata is not valid JSON ({e})") from None
+            if not isinstance(config_dict, dict):
+                raise ValueError(f"its {CONFIG_KEY} metadata is not a JSON object")
+            return tensors, BaryConfig.from_dict(config_dict)
+        if path.suffix in (".pth", ".pt", ".ckpt"):
+            return read_official(path)[0], None
+    except SafetensorError as e:
+        raise ModelFileError(f"{path}: not a valid safetensors file ({e}); re-download or re-save it") from None
+    except (ValueError, TypeError, pickle.UnpicklingError) as e:
+        raise ModelFileError(f"{path}: {e}") from None
+    raise ModelFileError(f"{path}: unknown model format {path.suffix!r}; use .safetensors, .pth or .pt")
+
+
 def load_model(name_or_path: str | Path = "default", device: str | torch.device = "cpu") -> BaryNet:
     """Load a BaryNet in eval mode from a shipped name, safetensors or a .pth/.pt state dict."""
     path = resolve_model_path(name_or_path)
-    if path.suffix == ".safetensors":
-        tensors, meta = read_safetensors(path)
-        if meta.get(FORMAT_KEY, "model") != "model":
-            raise ValueError(f"{path} holds {meta[FORMAT_KEY]}, not a BaryNet model")
-        config = BaryConfig.from_dict(json.loads(meta[CONFIG_KEY])) if CONFIG_KEY in meta else None
-        model = model_from_state_dict(tensors, config)
-    elif path.suffix in (".pth", ".pt", ".ckpt"):
-        model = model_from_state_dict(read_official(path)[0])
-    else:
-        raise ValueError(f"{path}: unknown model format {path.suffix!r}; use .safetensors, .pth or .pt")
+    state, config = read_model_file(path)
+    try:
+        model = model_from_state_dict(state, config)
+    except ValueError as e:
+        raise ModelFileError(f"{path}: {e}") from None
     return model.to(device).eval()

@@ -15,7 +15,7 @@ log = logging.getLogger("baryir")
 
 
 def _write_json(path: str, obj: object) -> None:
-    from .checkpoints import atomic_write
+    from .io.atomic import atomic_write
 
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
 
@@ -59,9 +59,14 @@ def cmd_convert_official(args: argparse.Namespace) -> int:
         save_model,
         save_potentials,
     )
+    from .io.atomic import refuse_overwriting_inputs
 
+    refuse_overwriting_inputs([args.checkpoint], [args.output, args.potentials])
     model_state, pots_state, extra = read_official(args.checkpoint)
-    model = model_from_state_dict(model_state)
+    try:
+        model = model_from_state_dict(model_state)
+    except ValueError as e:
+        raise ValueError(f"{args.checkpoint}: {e}") from None
     out = save_model(model, args.output, {"source": Path(args.checkpoint).name, **extra})
     print(f"wrote {out} ({model.config.dim=}, {sum(p.numel() for p in model.parameters()):,} parameters)")
     if args.potentials:
@@ -124,7 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from .checkpoints import load_model
+    from .checkpoints import load_model, resolve_model_path
     from .evaluate import evaluate, markdown_table, paired_items, synthetic_items
     from .inference import restore_tensor
 
@@ -144,12 +149,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 2
     if args.device.startswith("cuda"):  # true FP32, as on the CPU (PyTorch lets cuDNN use TF32 by default)
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    model = load_quantized(args.model) if quantized else load_model(args.model, args.device)
+    from .inference import torch_device
+
+    model = load_quantized(args.model) if quantized else load_model(args.model, torch_device(args.device))
     items = []
     if args.pairs:
         items += paired_items(*args.pairs, task=args.pairs_task, limit=args.limit)
     if args.clean:
         items += synthetic_items(args.clean, args.tasks, limit=args.limit)
+    from .io.atomic import refuse_overwriting_inputs
+
+    refuse_overwriting_inputs([resolve_model_path(args.model)], [args.json])
     rows = evaluate(lambda img: restore_tensor(model, img), items, progress=not args.no_progress)
     print(markdown_table(rows))
     if args.json:
@@ -255,23 +265,32 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     from runtimes import Tiling, load_runner
     from runtimes.loader import model_dim
-    from runtimes.restore import expand_inputs, restore_file
+    from runtimes.restore import expand_inputs, plan_outputs, restore_file
 
-    paths = expand_inputs(args.inputs)
+    paths, skipped = expand_inputs(args.inputs)
+    for path in skipped:
+        print(f"skipped {path}: not an image suffix", file=sys.stderr)
     if not paths:
         print("error: no input images matched", file=sys.stderr)
         return 2
-    runner = load_runner(args.model, args.backend, args.device, args.precision)
-    info = runner.info
-    print(f"backend {info.backend} on {info.device} at {info.precision} ({info.artifact})", file=sys.stderr)
+    suffix = f".{args.format}" if args.format else None
+    jobs, refused = plan_outputs(paths, Path(args.out), suffix, args.suffix)
+    for result in refused:
+        print(f"error: {result.input}: {result.error}", file=sys.stderr)
     tiling = Tiling(args.tile, args.overlap) if args.tile else None
-    auto = (model_dim(args.model), args.memory_mb)
-    failures = 0
-    for path in tqdm(paths, desc="restore", unit="img", disable=args.no_progress):
-        result = restore_file(runner, path, Path(args.out), tiling, f".{args.format}" if args.format else None, auto)
-        if result.error:
-            failures += 1
-            tqdm.write(f"error: {result.input}: {result.error}", file=sys.stderr)
+    failures = len(refused)
+    if jobs:
+        runner = load_runner(args.model, args.backend, args.device, args.precision)
+        info = runner.info
+        print(f"backend {info.backend} on {info.device} at {info.precision} ({info.artifact})", file=sys.stderr)
+        auto = (model_dim(args.model), args.memory_mb)
+        for path, out_path in tqdm(jobs, desc="restore", unit="img", disable=args.no_progress):
+            result = restore_file(runner, path, out_path, tiling, auto)
+            if result.error:
+                failures += 1
+                tqdm.write(f"error: {result.input}: {result.error}", file=sys.stderr)
+            for note in result.notes:
+                tqdm.write(f"note: {result.input}: {note}", file=sys.stderr)
     print(f"restored {len(paths) - failures} of {len(paths)} image(s) into {args.out}", file=sys.stderr)
     return 1 if failures else 0
 
@@ -319,12 +338,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- parser
-def _size(text: str) -> tuple[int, int]:
+def _size(text: str, multiple: int = 1) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like 256x256, got {text!r}") from None
+    if h < 1 or w < 1 or h % multiple or w % multiple:
+        what = "positive" if multiple == 1 else f"positive multiples of {multiple}"
+        raise argparse.ArgumentTypeError(f"height and width must be {what}, got {text!r}")
     return h, w
+
+
+def _sizes(text: str, multiple: int = 1) -> list[tuple[int, int]]:
+    return [_size(v, multiple) for v in text.split(",")]
+
+
+def _positive(kind: type) -> object:
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        return value
+
+    return parse
 
 
 def _add_row_options(p: argparse.ArgumentParser) -> None:
@@ -357,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="BaryIR all-in-one image restoration: inspect, convert, train and evaluate models.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -493,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", help="comma list of fp32, fp16, int8")
     p.add_argument(
         "--shapes",
-        type=lambda t: [_size(v) for v in t.split(",")],
+        type=_sizes,
         default=None,
         help="HxW list: CoreML enumerated sizes and the TensorRT profile (min/max cover them, opt is the first); "
         "default 256x256,480x640,720x1280,1080x1920",
@@ -543,7 +583,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="tile size (multiple of 8); default: tile only images whose activations exceed --memory-mb",
     )
-    p.add_argument("--memory-mb", type=float, default=1024, help="activation memory budget for auto tiling")
+    p.add_argument("--memory-mb", type=_positive(float), default=1024, help="activation memory budget for auto tiling")
+    p.add_argument(
+        "--suffix",
+        default="",
+        help="append this to each output's name (photo.png -> photo_restored.png with _restored), e.g. to "
+        "write into the inputs' own folder; outputs never replace inputs",
+    )
     p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels, feathered (default 32)")
     p.add_argument("--format", choices=["png", "jpg", "tif", "bmp", "webp"], help="write this format instead")
     p.add_argument("--no-progress", action="store_true")
@@ -573,9 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_row_options(p)
     p.add_argument(
         "--size",
-        type=lambda t: [_size(v) for v in t.split(",")],
+        type=lambda t: _sizes(t, 8),
         default=[(512, 512)],
-        help="HxW list, e.g. 512x512,1024x1024",
+        help="HxW list of multiples of 8 (the network's input), e.g. 512x512,1024x1024",
     )
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=10)
@@ -638,6 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Errors are one line (``error: <file or option>: <reason>``) with exit 2,
+    1 when some inputs of a batch failed, 128 + N after signal N (130 on Ctrl-C)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
     from .train import TrainingStopped
@@ -647,8 +695,21 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as e:
         print(e, file=sys.stderr)
         return 128 + e.signum  # the shell's convention for a process ended by a signal
-    except (FileNotFoundError, ValueError, ImportError, pickle.UnpicklingError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted (Ctrl-C); outputs already written are complete, nothing is half-written", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError, ImportError, pickle.UnpicklingError, OSError) as e:
+        if args.debug:
+            raise
+        name = f"{e.filename}: " if isinstance(e, OSError) and e.filename and str(e.filename) not in str(e) else ""
+        print(f"error: {name}{e.strerror if isinstance(e, OSError) and e.strerror else e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug or an unforeseen input: still one line, the traceback on --debug
+        if args.debug:
+            raise
+        print(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
         return 2
 
 

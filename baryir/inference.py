@@ -9,6 +9,22 @@ import torch.nn.functional as F
 PAD_MULTIPLE = 8
 
 
+def torch_device(name: str | torch.device) -> torch.device:
+    """The torch device ``name`` if this machine has it; a ``ValueError`` naming the option otherwise."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {name!r}: not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: this PyTorch ({torch.__version__}) sees no CUDA GPU; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {name}: {device.type} is not supported here; use cpu or cuda")
+    return device
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int = PAD_MULTIPLE) -> tuple[torch.Tensor, tuple[int, int]]:
     """Reflect-pad the bottom/right of (B, C, H, W) to a multiple; returns (padded, (H, W))."""
     h, w = x.shape[-2:]

@@ -38,10 +38,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from .checkpoints import atomic_write, build_model, load_model, read_safetensors, save_model, save_potentials
+from .checkpoints import build_model, load_model, read_safetensors, save_model, save_potentials
 from .data.datasets import AllInOneDataset
 from .evaluate import EvalItem, evaluate
-from .inference import restore_tensor
+from .inference import restore_tensor, torch_device
+from .io.atomic import atomic_write, refuse_overwriting_inputs
 from .losses import BaryLossWeights, bary_terms, model_loss, potentials_loss
 from .model import Potentials
 
@@ -190,9 +191,20 @@ class WeightEMA:
                 shadow.copy_(current)
 
 
+#: What a run writes into its --out folder.
+RUN_FILES = (
+    "model.safetensors",
+    "model_ema.safetensors",
+    "potentials.safetensors",
+    "state.pt",
+    "metrics.csv",
+    "metrics.json",
+)
+
+
 def _device(opts: TrainOptions) -> torch.device:
     if opts.device != "auto":
-        return torch.device(opts.device)
+        return torch_device(opts.device)
     if dist.is_initialized() and torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -225,6 +237,8 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # one patch size: let cuDNN time and keep its fastest kernels
         self.out = Path(opts.out)
+        if opts.init and not opts.resume:  # a resumed run reads its weights from --out, not --init
+            refuse_overwriting_inputs([opts.init], [self.out / name for name in RUN_FILES])
         torch.manual_seed(opts.seed)
 
         self.data = AllInOneDataset(

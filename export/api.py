@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from baryir.checkpoints import file_sha256, load_model, resolve_model_path
+from baryir.io.atomic import refuse_overwriting_inputs
 
 from .common import (
     DEFAULT_SHAPES,
@@ -139,6 +140,8 @@ def export_model(
     against PyTorch raises :class:`ExportValidationError` and is not written.
     """
     jobs: list[tuple[Format, str]] = parse_request(formats, precisions)
+    sources = [source_checkpoint(model, "int8" if p == "int8" else "fp32") for _, p in jobs]
+    refuse_overwriting_inputs(sources, [Path(out_dir) / f"{fmt.name}-{p}" for fmt, p in jobs])
     contexts = {}
     if any(p != "int8" for _, p in jobs):
         path = source_checkpoint(model, "fp32")

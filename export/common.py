@@ -17,6 +17,7 @@ import torch
 
 from baryir.data.images import read_rgb
 from baryir.inference import PAD_MULTIPLE
+from baryir.io.atomic import fsync_path
 from baryir.model import BaryNet
 
 from .wrapper import INPUT_NAME, OUTPUT_NAME, reference_output
@@ -62,12 +63,15 @@ def atomic_artifact(folder: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
     try:
         yield tmp
+        for file in (f for f in tmp.rglob("*") if f.is_file()):
+            fsync_path(file)  # the data is on disk before any name points at it
         entries = sorted(tmp.iterdir(), key=lambda p: p.name == "manifest.json")
         for entry in entries:
             dest = folder / entry.name
             if dest.is_dir():
                 shutil.rmtree(dest)
             entry.replace(dest)
+        fsync_path(folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -7,8 +7,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from baryir.checkpoints import atomic_write, file_sha256, load_model, resolve_model_path
+from baryir.checkpoints import file_sha256, load_model, resolve_model_path
 from baryir.evaluate import EvalItem
+from baryir.io.atomic import atomic_write, refuse_overwriting_inputs
 from baryir.losses import BaryLossWeights
 from baryir.train import TrainOptions
 
@@ -56,6 +57,8 @@ def run_quantize(opts: QuantizeOptions, validation: list[EvalItem] | None = None
     target = out / QAT_WEIGHTS
     scheme = Int8Scheme(ignored=opts.ignored)
     source = resolve_model_path(opts.model)
+    if not opts.resume:
+        refuse_overwriting_inputs([source], [target, out / "quantize.json"])
     fp32 = load_model(source)
     provenance = {"source": str(opts.model), "source_sha256": file_sha256(source)}
     start = time.time()

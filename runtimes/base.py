@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .processing import Tiling, from_float, run_padded, run_tiled, to_float
+from baryir.io.images import from_float, to_float
+
+from .processing import Tiling, run_padded, run_tiled
 
 
 @dataclass(frozen=True)

@@ -19,27 +19,6 @@ DEFAULT_OVERLAP = 32
 RunBatch = Callable[[np.ndarray], np.ndarray]
 
 
-def to_float(image: np.ndarray) -> tuple[np.ndarray, np.dtype]:
-    """(H, W, 3) uint8/uint16/float image -> float32 in [0, 1], and the dtype to return to."""
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / 255.0, image.dtype
-    if image.dtype == np.uint16:
-        return image.astype(np.float32) / 65535.0, image.dtype
-    if np.issubdtype(image.dtype, np.floating):
-        return image.astype(np.float32), image.dtype
-    raise TypeError(f"unsupported image dtype {image.dtype}; use uint8, uint16 or float")
-
-
-def from_float(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Inverse of :func:`to_float` (rounded and clipped for integer types)."""
-    image = np.clip(image, 0.0, 1.0)
-    if dtype == np.uint8:
-        return (image * 255.0 + 0.5).astype(np.uint8)
-    if dtype == np.uint16:
-        return (image * 65535.0 + 0.5).astype(np.uint16)
-    return image.astype(dtype)
-
-
 def pad_to_multiple(x: np.ndarray, multiple: int = PAD_MULTIPLE) -> np.ndarray:
     """Reflect-pad the bottom/right of (N, C, H, W) up to a multiple (edge mode when tiny)."""
     h, w = x.shape[-2:]

@@ -1,38 +1,29 @@
-"""Restore image files with any runner: format, bit depth, alpha, EXIF and ICC preserved.
+"""Restore image files with any runner, as a batch that loses nothing.
 
-One bad input never stops a batch: each file gets a result (written path or the reason it
-failed), outputs are written atomically and never onto an input.
+Every output path is planned before anything is written: an output that is one of the inputs,
+or that two inputs would both write, is an error naming both files, and those inputs are not
+restored (the others are). Each file then gets its own result (the written path with the
+conversions the codec made, or the reason it failed); pixels, bit depth, alpha and metadata
+go through :mod:`baryir.io.images`, writes are atomic.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
-import io
-import os
-import tempfile
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
 
-from baryir.data.images import IMAGE_SUFFIXES
+from baryir.io.atomic import TMP_SUFFIX, same_file
+from baryir.io.images import FORMATS, IMAGE_SUFFIXES, ImageError, read_image, write_image
 
 from .base import Runner
 from .processing import Tiling, auto_tiling
 
-#: Refuse images above this many pixels (decompression bombs); 100 MP covers real photos.
-MAX_PIXELS = 100_000_000
-_FORMATS = {
-    ".jpg": "JPEG",
-    ".jpeg": "JPEG",
-    ".png": "PNG",
-    ".tif": "TIFF",
-    ".tiff": "TIFF",
-    ".bmp": "BMP",
-    ".webp": "WEBP",
-}
+#: Messages by which PyTorch, ONNX Runtime and OpenVINO report an allocation that failed.
+_OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "failed to allocate", "bad_alloc", "bad allocation")
 
 
 @dataclass
@@ -42,124 +33,103 @@ class RestoreResult:
     input: str
     output: str | None = None
     error: str | None = None
+    notes: list[str] = field(default_factory=list)
 
 
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files, folders (their images, sorted) and glob patterns, in order, without duplicates."""
+def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
+    """(images to restore, files skipped inside folders): files, folders (their images, sorted)
+    and glob patterns, in order, without duplicates. A folder's other files are skipped and
+    returned so the caller can mention them (hidden ``.tmp`` leftovers of a write are ignored)."""
     found: list[Path] = []
+    skipped: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            for p in sorted(path.iterdir()):
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+                    found.append(p)
+                elif p.is_file() and not (p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)):
+                    skipped.append(p)
         elif any(ch in item for ch in "*?["):
             found += sorted(Path(p) for p in glob.glob(item, recursive=True))
         else:
             found.append(path)
     seen: set[Path] = set()
-    return [p for p in found if not (p.resolve() in seen or seen.add(p.resolve()))]
+    return [p for p in found if not (p.resolve() in seen or seen.add(p.resolve()))], skipped
 
 
-def _load(path: Path) -> tuple[np.ndarray, np.ndarray | None, Image.Image]:
-    """(RGB array uint8/uint16, alpha or None, the opened image) with EXIF orientation applied."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)  # PIL's own guard, as an error
-        im = Image.open(path)  # reads the header only
-        if im.width * im.height > MAX_PIXELS:  # checked before any pixel is decoded
-            raise Image.DecompressionBombError(f"{im.width}x{im.height}")
-        im.load()
-    if im.width == 0 or im.height == 0:
-        raise ValueError("zero-size image")
-    im = ImageOps.exif_transpose(im)
-    alpha = None
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        gray = np.asarray(im, dtype=np.uint16 if im.mode != "I" else np.int32).astype(np.uint16)
-        return np.repeat(gray[..., None], 3, axis=2), None, im
-    if im.mode == "P":
-        im_conv = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
-    else:
-        im_conv = im
-    if im_conv.mode in ("RGBA", "LA", "PA"):
-        alpha = np.asarray(im_conv.getchannel("A"))
-    rgb = np.asarray(im_conv.convert("RGB"))
-    return rgb, alpha, im
+def plan_outputs(
+    inputs: list[Path], out_dir: Path, suffix: str | None = None, name_suffix: str = ""
+) -> tuple[list[tuple[Path, Path]], list[RestoreResult]]:
+    """(input, output) jobs and the inputs refused because their output clashes.
 
-
-def _encode(rgb: np.ndarray, alpha: np.ndarray | None, source: Image.Image, fmt: str) -> bytes:
-    """Back to the source's mode family (gray stays gray, 16-bit stays 16-bit) with its ICC."""
-    if rgb.dtype == np.uint16:
-        out = Image.fromarray(rgb.mean(axis=2).round().astype(np.uint16))
-    elif source.mode in ("L", "LA"):
-        out = Image.fromarray(rgb).convert("L")
-    else:
-        out = Image.fromarray(rgb)
-    if alpha is not None:
-        out = out.convert("LA" if out.mode == "L" else "RGBA")
-        out.putalpha(Image.fromarray(alpha))
-    buf = io.BytesIO()
-    params = {"icc_profile": source.info["icc_profile"]} if source.info.get("icc_profile") else {}
-    if fmt == "JPEG":
-        params["quality"] = 95
-        if out.mode not in ("RGB", "L"):
-            out = out.convert("RGB")
-    out.save(buf, format=fmt, **params)
-    return buf.getvalue()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    The output is ``out_dir / (stem + name_suffix + (suffix or the input's suffix))``.
+    """
+    outputs = {p: out_dir / f"{p.stem}{name_suffix}{suffix or p.suffix}" for p in inputs}
+    refused: dict[Path, str] = {}
+    for p, out in outputs.items():
+        victim = next((q for q in inputs if same_file(q, out)), None)
+        if victim is not None:
+            what = "the input itself" if victim == p else f"the input {victim}"
+            refused[p] = f"its output {out} would overwrite {what}; choose another -o folder or a --suffix"
+    by_output: dict[Path, list[Path]] = {}
+    for p, out in outputs.items():
+        by_output.setdefault(out.resolve(), []).append(p)
+    for group in by_output.values():
+        if len(group) > 1:
+            for p in group:
+                others = ", ".join(str(q) for q in group if q != p)
+                refused.setdefault(p, f"{others} would write the same output {outputs[p]}; restore them separately")
+    jobs = [(p, outputs[p]) for p in inputs if p not in refused]
+    return jobs, [RestoreResult(str(p), error=refused[p]) for p in inputs if p in refused]
 
 
 def restore_with_fallback(runner: Runner, rgb: np.ndarray, tiling: Tiling | None) -> np.ndarray:
-    """``runner.restore``; on out-of-memory, retry with tiles half the size (down to 128 px)."""
+    """``runner.restore``; when memory runs out, retry with tiles half the size (down to 128 px)."""
     while True:  # each retry halves the tile, so this ends
         try:
             return runner.restore(rgb, tiling)
         except (MemoryError, RuntimeError) as e:
-            if isinstance(e, RuntimeError) and "out of memory" not in str(e).lower():
+            if isinstance(e, RuntimeError) and not any(m in str(e).lower() for m in _OUT_OF_MEMORY):
                 raise
             side = tiling.tile if tiling else max(rgb.shape[:2])
             smaller = (side // 2) // 8 * 8
             if smaller < 128:
-                raise
+                raise MemoryError(f"out of memory even with {side}-pixel tiles") from None
             tiling = Tiling(smaller, min(tiling.overlap if tiling else 32, smaller // 4))
 
 
 def restore_file(
     runner: Runner,
     path: Path,
-    out_dir: Path,
+    out_path: Path,
     tiling: Tiling | None = None,
-    suffix: str | None = None,
     auto: tuple[int, float] | None = None,
 ) -> RestoreResult:
-    """Restore one file into ``out_dir`` (same name and format unless ``suffix`` says otherwise).
+    """Restore one planned job; every failure (unreadable input, memory, a folder that cannot be
+    written, a full disk, a format that cannot hold the picture) is this file's result.
 
     Without ``tiling``, ``auto=(model dim, budget MB)`` tiles images whose activations would
     not fit the budget."""
-    out_path = out_dir / (path.stem + (suffix or path.suffix))
-    if out_path.resolve() == path.resolve():
-        return RestoreResult(str(path), error="output would overwrite the input; choose another -o folder")
+    if FORMATS.get(out_path.suffix.lower()) is None:
+        return RestoreResult(str(path), error=f"cannot write {out_path.suffix!r}; use --format png")
     try:
-        rgb, alpha, source = _load(path)
+        picture = read_image(path)
     except FileNotFoundError:
         return RestoreResult(str(path), error="file not found")
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        return RestoreResult(str(path), error=f"more than {MAX_PIXELS:,} pixels (decompression bomb guard)")
-    except (OSError, ValueError, SyntaxError) as e:
-        return RestoreResult(str(path), error=f"not a readable image ({e})")
-    fmt = _FORMATS.get(out_path.suffix.lower())
-    if fmt is None:
-        return RestoreResult(str(path), error=f"cannot write {out_path.suffix!r}; use --format png")
+    except (ImageError, OSError) as e:
+        return RestoreResult(str(path), error=str(e))
     if tiling is None and auto is not None:
-        tiling = auto_tiling(rgb.shape[0], rgb.shape[1], auto[0], auto[1])
-    restored = restore_with_fallback(runner, rgb, tiling)
-    _write_atomic(out_path, _encode(restored, alpha, source, fmt))
-    return RestoreResult(str(path), str(out_path))
+        tiling = auto_tiling(picture.rgb.shape[0], picture.rgb.shape[1], auto[0], auto[1])
+    try:
+        restored = restore_with_fallback(runner, picture.rgb, tiling)
+    except MemoryError as e:
+        return RestoreResult(str(path), error=f"{e}; try a smaller --tile or --memory-mb")
+    result = dataclasses.replace(picture, rgb=restored, notes=[])
+    try:
+        notes = write_image(result, out_path)
+    except ImageError as e:
+        return RestoreResult(str(path), error=str(e))
+    except OSError as e:
+        return RestoreResult(str(path), error=f"cannot write {out_path} ({e.strerror or e})")
+    return RestoreResult(str(path), str(out_path), notes=picture.notes + notes)

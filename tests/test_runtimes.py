@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageCms
 
 from baryir import save_model
 from baryir.cli import main
 from runtimes import Tiling, load_runner
-from runtimes.processing import from_float, pad_to_multiple, run_tiled, tile_starts, to_float
+from baryir.io.images import from_float, to_float
+from runtimes.processing import pad_to_multiple, run_tiled, tile_starts
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,7 @@ def test_restore_keeps_formats_and_reports_bad_inputs(model_path, tmp_path, caps
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees on display
     Image.fromarray(rgb).save(src / "rotated.jpg", exif=exif.tobytes())
-    icc = b"\x00" * 128  # any profile bytes must survive untouched
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()  # an RGB profile survives untouched
     Image.fromarray(rgb).save(src / "icc.png", icc_profile=icc)
     (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     buf = io.BytesIO()

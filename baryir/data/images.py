@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from ..io.atomic import atomic_write
+from ..io.images import IMAGE_SUFFIXES, read_rgb_float
+
 log = logging.getLogger("baryir")
 
 
@@ -25,11 +27,9 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def read_rgb(path: str | Path) -> torch.Tensor:
-    """An image file as a (3, H, W) float32 tensor in [0, 1] (EXIF orientation applied)."""
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    """An image file as a (3, H, W) float32 tensor in [0, 1] at its full bit depth (EXIF
+    orientation applied; see :mod:`baryir.io.images`)."""
+    return torch.from_numpy(read_rgb_float(path)).permute(2, 0, 1).contiguous()
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -49,7 +49,7 @@ def read_images(
             break
         try:
             img = read_rgb(p)
-        except Exception as e:  # PIL raises many types for corrupt files
+        except (ValueError, OSError) as e:  # ImageError for what the codec refuses
             log.warning("skipping %s: not a readable image (%s)", p, e)
             continue
         if min(img.shape[-2:]) < min_size:
@@ -89,8 +89,6 @@ def pair_by_name(inputs: list[Path], targets: list[Path]) -> list[tuple[Path, Pa
 
 def write_png(img: torch.Tensor, path: str | Path) -> Path:
     """Write a (3, H, W) float image as an 8-bit PNG, atomically."""
-    from ..checkpoints import atomic_write
-
     return atomic_write(path, lambda tmp: Image.fromarray(to_uint8(img)).save(tmp, format="PNG"))
 
 

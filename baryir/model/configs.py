@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class BaryConfig:
     """Everything that fixes BaryNet's architecture (and so its state-dict shapes).
@@ -34,8 +38,26 @@ class BaryConfig:
     def __post_init__(self) -> None:
         if self.norm_type not in ("WithBias", "BiasFree"):
             raise ValueError(f"norm_type must be 'WithBias' or 'BiasFree', not {self.norm_type!r}")
-        if len(self.num_blocks) != 4 or len(self.heads) != 4:
-            raise ValueError("num_blocks and heads need one entry per level (4)")
+        if not isinstance(self.bias, bool):
+            raise ValueError(f"bias must be true or false, not {self.bias!r}")
+        for key in ("num_blocks", "heads"):
+            value = getattr(self, key)
+            if not isinstance(value, tuple) or len(value) != 4 or not all(_is_int(v) for v in value):
+                raise ValueError(f"{key} needs four integers (one per level), not {value!r}")
+        counts = {"dim": 1, "num_refinement_blocks": 0, "bary_blocks": 1, "inp_channels": 1, "out_channels": 1}
+        for key, low in {**counts, "num_sources": 1, "potential_pool": 1}.items():
+            if not _is_int(getattr(self, key)) or getattr(self, key) < low:
+                raise ValueError(f"{key} must be an integer >= {low}, not {getattr(self, key)!r}")
+        if min(self.num_blocks) < 1 or min(self.heads) < 1:
+            raise ValueError(f"num_blocks and heads must be >= 1, not {self.num_blocks} / {self.heads}")
+        if isinstance(self.ffn_expansion_factor, bool) or not isinstance(self.ffn_expansion_factor, (int, float)):
+            raise ValueError(f"ffn_expansion_factor must be a number, not {self.ffn_expansion_factor!r}")
+        if not 0 < self.ffn_expansion_factor <= 16 or int(self.dim * self.ffn_expansion_factor) < 1:
+            raise ValueError(f"ffn_expansion_factor must be in (0, 16], not {self.ffn_expansion_factor!r}")
+        widths = (self.dim, 2 * self.dim, 4 * self.dim, 8 * self.dim)
+        for level, (width, heads) in enumerate(zip(widths, self.heads), 1):
+            if width % heads:
+                raise ValueError(f"level {level}: {heads} heads do not divide its {width} channels")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (lists, not tuples)."""
@@ -53,8 +75,8 @@ class BaryConfig:
             raise ValueError(f"unknown BaryConfig keys: {unknown}")
         d = dict(d)
         for key in ("num_blocks", "heads"):
-            if key in d:
-                d[key] = tuple(int(v) for v in d[key])
+            if isinstance(d.get(key), list):
+                d[key] = tuple(d[key])
         return cls(**d)
 
 

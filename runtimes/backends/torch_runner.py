@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from baryir.checkpoints import load_model
+from baryir.inference import torch_device
 
 from ..base import Runner, RunnerInfo
 
@@ -22,7 +23,7 @@ class TorchRunner(Runner):
             raise ValueError(f"torch runner precision must be one of {sorted(_DTYPES)}, not {precision!r}")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = _DTYPES[precision]
-        self.device = torch.device(device)
+        self.device = torch_device(device)
         self.model = load_model(model, self.device).to(self.dtype)
         label = f"cuda ({torch.cuda.get_device_name(self.device)})" if self.device.type == "cuda" else "cpu"
         runs_at = precision

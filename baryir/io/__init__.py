@@ -1,0 +1,1 @@
+"""File handling shared by every layer, torch-free: atomic writes and the image codec."""

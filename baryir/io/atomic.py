@@ -1,0 +1,80 @@
+"""The one atomic write of the project, and the check that no output replaces an input.
+
+A write goes to a hidden temporary file beside the target (``.NAME.XXXX.tmp``), is flushed
+and fsynced, gets the mode the umask gives new files, and is renamed onto the target; the
+folder is fsynced after the rename. A crash or kill at any point leaves either the old file
+or the new one, never half of one; a leftover ``.tmp`` file is never listed as an image.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+TMP_SUFFIX = ".tmp"
+
+
+def default_file_mode() -> int:
+    """The mode ``open()`` would give a new file under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def fsync_path(path: str | Path) -> None:
+    """fsync a file or a folder (a folder's entry list holds the rename)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if Path(path).is_dir() else os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot fsync a folder; the data itself was synced
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
+    """Call ``write(tmp_path)``, then fsync and rename onto ``path``; nothing half-written on failure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, default_file_mode())  # mkstemp creates 0600
+        fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Atomically write ``data`` to ``path``."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """True when ``a`` and ``b`` name one file (same path, a symlink or a hard link to it)."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return False
+
+
+def refuse_overwriting_inputs(inputs: Iterable[str | Path], outputs: Iterable[str | Path]) -> None:
+    """Raise ``ValueError`` naming both files if an output would replace an input (or lie inside
+    an input folder that an output folder replaces)."""
+    inputs = [Path(p) for p in inputs if p is not None]
+    for out in outputs:
+        if out is None:
+            continue
+        for src in inputs:
+            if same_file(src, out) or Path(src).resolve().is_relative_to(Path(out).resolve()) and Path(out).is_dir():
+                raise ValueError(f"{out}: would overwrite the input {src}; choose another output path")
