@@ -261,7 +261,7 @@ def read_model_file(path: Path) -> tuple[dict[str, torch.Tensor], BaryConfig | N
     except SafetensorError as e:
         raise ModelFileError(f"{path}: not a valid safetensors file ({e}); re-download or re-save it") from None
     except (ValueError, TypeError, pickle.UnpicklingError) as e:
-        raise ModelFileError(f"{path}: {e}") from None
+        raise ModelFileError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}") from None
     raise ModelFileError(f"{path}: unknown model format {path.suffix!r}; use .safetensors, .pth or .pt")
 
 

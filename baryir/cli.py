@@ -334,7 +334,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         _write_json(args.json, report)
     if args.plot:
         print(f"plot: {plot_png(report, args.plot)}")
-    return 0
+    return 1 if any("failed" in r for r in report["rows"]) else 0
 
 
 # ---------------------------------------------------------------------------- parser

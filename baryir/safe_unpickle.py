@@ -251,14 +251,22 @@ def _open_archive(path: Path) -> tuple[zipfile.ZipFile, str]:
 def safe_torch_load(path: str | Path) -> Any:
     """The object a ``torch.save`` archive holds, read without executing code from it."""
     path = Path(path)
-    archive, prefix = _open_archive(path)
-    with archive, archive.open(prefix + "data.pkl") as f:
-        try:
+    try:
+        archive, prefix = _open_archive(path)
+        with archive, archive.open(prefix + "data.pkl") as f:
             return Unpickler(f, archive, prefix).load()
-        except UnsafeCheckpointError:
-            raise
-        except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, RuntimeError) as e:
-            raise UnsafeCheckpointError(f"malformed pickle ({type(e).__name__}: {e})") from None
+    except UnsafeCheckpointError as e:
+        raise UnsafeCheckpointError(f"{path}: {e}") from None
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        RuntimeError,
+        zipfile.BadZipFile,
+    ) as e:
+        raise UnsafeCheckpointError(f"{path}: malformed checkpoint ({type(e).__name__}: {e})") from None
 
 
 def to_state_dict(obj: Any, what: str) -> dict[str, torch.Tensor]:

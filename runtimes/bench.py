@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import multiprocessing as mp
+import queue
 import resource
 import time
 from pathlib import Path
 
 import numpy as np
+
+from baryir.io.atomic import atomic_write
 
 from .base import BackendUnavailable
 from .parity import artifact_for, open_runner
@@ -73,8 +76,30 @@ def _measure(
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             }
         )
-    except (BackendUnavailable, ValueError, RuntimeError) as e:
+    except (BackendUnavailable, ValueError) as e:
         queue.put({"skipped": str(e)})
+    except (MemoryError, RuntimeError) as e:
+        queue.put({"failed": f"{type(e).__name__}: {str(e)[:300]}"})
+
+
+def _result_of(proc, results) -> dict:
+    """The child's result, or a failed row if it died without one (MemoryError, OOM kill)."""
+    while True:
+        try:
+            result = results.get(timeout=1.0)
+            break
+        except queue.Empty:
+            if proc.is_alive():
+                continue
+            try:  # it may have put its result just before it exited
+                result = results.get(timeout=1.0)
+            except queue.Empty:
+                code = proc.exitcode
+                how = f"killed by signal {-code}, out of memory?" if code and code < 0 else f"exit code {code}"
+                result = {"failed": f"the measuring process died ({how}) without a result"}
+            break
+    proc.join()
+    return result
 
 
 def run_bench(
@@ -105,8 +130,10 @@ def run_bench(
                 args=(artifact, backend, precision, (h, w), warmup, repeats, torch_device, queue),
             )
             proc.start()
-            result = queue.get()
-            proc.join()
+            result = _result_of(proc, queue)
+            if "failed" in result:
+                rows.append({"backend": backend, "precision": precision, "height": h, "width": w, **result})
+                continue
             if "skipped" in result:
                 skipped.append({"backend": backend, "precision": precision, "reason": result["skipped"]})
                 break
@@ -128,7 +155,7 @@ def markdown(report: dict) -> str:
     base = {
         (r["height"], r["width"]): r["p50_ms"]
         for r in report["rows"]
-        if r["backend"] == "torch" and r["precision"] == "fp32"
+        if r["backend"] == "torch" and r["precision"] == "fp32" and "failed" not in r
     }
     lines = [
         "| backend | precision | size | device | runs at | p50 ms | p90 ms | p99 ms | first run s | img/s "
@@ -136,6 +163,9 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
+        if "failed" in r:
+            lines.append(f"| {r['backend']} | {r['precision']} | {r['height']}x{r['width']} | FAILED: {r['failed']} |")
+            continue
         ref = base.get((r["height"], r["width"]))
         speed = f"{ref / r['p50_ms']:.2f}x" if ref else "-"
         lines.append(
@@ -151,7 +181,7 @@ def plot_png(report: dict, path: str | Path) -> Path:
     """A horizontal bar chart of p50 latency per row (PIL only, no plotting dependency)."""
     from PIL import Image, ImageDraw
 
-    rows = report["rows"]
+    rows = [r for r in report["rows"] if "failed" not in r]
     labels = [f"{r['backend']} {r['precision']} {r['height']}x{r['width']}" for r in rows]
     width, bar_h, left = 900, 26, 300
     img = Image.new("RGB", (width, 40 + bar_h * max(1, len(rows))), "white")
@@ -164,7 +194,4 @@ def plot_png(report: dict, path: str | Path) -> Path:
         draw.text((10, y + 6), label, fill="black")
         draw.rectangle([left, y + 4, left + length, y + bar_h - 4], fill=(70, 120, 200))
         draw.text((left + length + 6, y + 6), f"{r['p50_ms']:.1f}", fill="black")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))

@@ -132,4 +132,6 @@ def restore_file(
         return RestoreResult(str(path), error=str(e))
     except OSError as e:
         return RestoreResult(str(path), error=f"cannot write {out_path} ({e.strerror or e})")
+    except Exception as e:  # a codec bug must cost this file only, never the rest of the batch
+        return RestoreResult(str(path), error=f"cannot write {out_path} ({type(e).__name__}: {e})")
     return RestoreResult(str(path), str(out_path), notes=picture.notes + notes)

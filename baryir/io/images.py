@@ -150,7 +150,7 @@ def _png16_bytes(pixels: np.ndarray, icc: bytes | None, exif: bytes | None) -> b
     """A 16-bit PNG (grey, grey+alpha, RGB or RGBA by the channel count) of (H, W, C) uint16."""
     h, w, c = pixels.shape
     raw = np.zeros((h, 1 + w * c * 2), np.uint8)  # filter byte 0 (none) on every row
-    raw[:, 1:] = pixels.astype(">u2").view(np.uint8).reshape(h, -1)
+    raw[:, 1:] = np.ascontiguousarray(pixels, dtype=">u2").view(np.uint8).reshape(h, -1)
     out = [_PNG_SIGNATURE, _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0))]
     if icc:
         out.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc)))
