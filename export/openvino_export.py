@@ -3,9 +3,11 @@
 ``fp32`` keeps float32 weights; ``fp16`` compresses weights to float16 (the CPU plugin
 decompresses them and computes at its inference precision). Validation forces the CPU
 plugin to ``f32``: on CPUs with AMX/AVX512-BF16 it silently computes in bf16 otherwise.
-``int8`` reads the Q/DQ ONNX of the quantized model (FakeQuantize in the IR, int8 kernels on
-CPUs with VNNI/AMX); its float parts (the ignored scope) compute at the inference precision
-the runner sets (f32 unless asked otherwise).
+``int8`` reads the Q/DQ ONNX of the quantized model (FakeQuantize in the IR) with its weights
+requantized to 7 bits (:func:`quantize.onnx_qdq.halve_weight_range`): CPUs without VNNI
+(AVX2 only) saturate int16 pair sums with full-range 8-bit weights, and one artifact must be
+right on every CPU class. Its float parts (the ignored scope) compute at the inference
+precision the runner sets (f32 unless asked otherwise).
 """
 
 from __future__ import annotations
@@ -37,6 +39,13 @@ def export_openvino(ctx: ExportContext, precision: str, path: Path) -> dict:
         source = path.with_name("model-qdq.onnx")
         if not source.exists():
             raise FileNotFoundError(f"{source}: OpenVINO int8 converts the Q/DQ ONNX; export ONNX int8 first")
+        import onnx
+
+        from quantize.onnx_qdq import CPU_WEIGHT_LEVELS, halve_weight_range
+
+        graph = onnx.load(str(source))
+        halved = halve_weight_range(graph)
+        onnx.save(graph, str(source))
         model = ov.convert_model(str(source))
     else:
         with warnings.catch_warnings():
@@ -49,7 +58,11 @@ def export_openvino(ctx: ExportContext, precision: str, path: Path) -> dict:
     model.inputs[0].get_tensor().set_names({INPUT_NAME})
     model.outputs[0].get_tensor().set_names({OUTPUT_NAME})
     ov.save_model(model, str(path), compress_to_fp16=precision == "fp16")
-    weights = {"fp32": "float32", "fp16": "float16", "int8": "int8 (FakeQuantize from Q/DQ)"}[precision]
+    if precision == "int8":
+        low, high = CPU_WEIGHT_LEVELS
+        weights = f"int8 weights in [{low}, {high}] ({halved} tensors; right without VNNI), FakeQuantize from Q/DQ"
+    else:
+        weights = {"fp32": "float32", "fp16": "float16"}[precision]
     return {"weights": weights}
 
 

@@ -59,3 +59,37 @@ def fold_weight_quantizers(model):
     graph.node.extend(kept)
     graph.initializer.extend(folded)
     return model
+
+
+#: x86 CPUs without VNNI (AVX2 only) compute int8 convolutions with ``vpmaddubsw``: it adds two
+#: u8 x s8 products into int16 and saturates (2 x 255 x 127 > 32767), so full-range weights give
+#: wrong pixels. Weights in [-64, 63] keep every pair sum in range on every x86 CPU class.
+CPU_WEIGHT_LEVELS = (-64, 63)
+
+
+def halve_weight_range(model) -> int:
+    """Requantize every int8 weight initializer feeding a DequantizeLinear to 7 bits
+    (``q / 2`` rounded into :data:`CPU_WEIGHT_LEVELS`, scale doubled: the same real values,
+    one bit coarser). Returns how many weights were changed."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    uses: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    changed = 0
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in inits:
+            continue
+        q = numpy_helper.to_array(inits[node.input[0]])
+        if q.dtype != np.int8 or uses[node.input[0]] != 1 or uses[node.input[1]] != 1:
+            continue
+        scale = numpy_helper.to_array(inits[node.input[1]])
+        low, high = CPU_WEIGHT_LEVELS
+        q7 = np.clip(np.rint(q.astype(np.float32) / 2), low, high).astype(np.int8)
+        inits[node.input[0]].CopyFrom(numpy_helper.from_array(q7, node.input[0]))
+        inits[node.input[1]].CopyFrom(numpy_helper.from_array((scale * 2).astype(scale.dtype), node.input[1]))
+        changed += 1
+    return changed

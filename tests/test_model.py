@@ -67,7 +67,7 @@ def test_config_overrides_and_validation():
         get_config("huge")
     with pytest.raises(ValueError, match="norm_type"):
         get_config("nano", norm_type="Batch")
-    with pytest.raises(ValueError, match="not divisible"):
+    with pytest.raises(ValueError, match="3 heads do not divide its 16 channels"):
         build_model("mobile", heads=(3, 2, 4, 8))
 
 

@@ -1,0 +1,51 @@
+"""What the CPU can do for int8/bf16 inference, read from the OS (torch-free).
+
+OpenVINO's CPU plugin (oneDNN) picks its int8 kernels by these features: AMX or VNNI add
+int8 products in 32 bits; AVX2 alone adds u8 x s8 pairs into saturating int16, which full-range
+8-bit weights overflow. ``ONEDNN_MAX_CPU_ISA`` caps what oneDNN uses, so it is reported too.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from functools import lru_cache
+
+#: Report name -> /proc/cpuinfo flags (any of them).
+_FLAGS = {
+    "avx2": ("avx2",),
+    "avx512": ("avx512f",),
+    "vnni": ("avx512_vnni", "avx_vnni"),
+    "amx": ("amx_int8", "amx_tile"),
+    "bf16": ("avx512_bf16", "amx_bf16"),
+}
+
+
+@lru_cache(maxsize=1)
+def cpu_features() -> dict[str, bool]:
+    """{avx2, avx512, vnni, amx, bf16} -> present, on Linux x86 (empty where unknown)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return {}
+    present = set(flags)
+    return {name: any(flag in present for flag in names) for name, names in _FLAGS.items()} if present else {}
+
+
+def describe_cpu() -> str:
+    """One line: processor, int8/bf16 features and any oneDNN ISA cap."""
+    feats = cpu_features()
+    listed = " ".join(f"{k}{'+' if v else '-'}" for k, v in feats.items()) or "features unknown"
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return f"{platform.machine()} {listed}" + (f" (ONEDNN_MAX_CPU_ISA={cap})" if cap else "")
+
+
+def int8_saturates() -> bool:
+    """Whether oneDNN's int8 kernels here add u8 x s8 pairs in saturating int16: x86 without
+    VNNI/AMX, or ``ONEDNN_MAX_CPU_ISA`` capped below them (AVX2, AVX512_CORE, ...)."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    capped = cap != "ALL" and not any(k in cap for k in ("VNNI", "AMX", "BF16", "FP16"))
+    feats = cpu_features()
+    hardware = bool(feats) and platform.machine() in ("x86_64", "AMD64") and not (feats["vnni"] or feats["amx"])
+    return capped or hardware
