@@ -34,7 +34,18 @@ def pytest_report_header(config) -> list[str]:
 
     from runtimes.cpu_features import describe_cpu
 
-    names = ("torch", "numpy", "pillow", "onnx", "onnxruntime", "onnxslim", "openvino", "nncf", "coremltools", "tensorrt")
+    names = (
+        "torch",
+        "numpy",
+        "pillow",
+        "onnx",
+        "onnxruntime",
+        "onnxslim",
+        "openvino",
+        "nncf",
+        "coremltools",
+        "tensorrt",
+    )
     versions = []
     for name in names:
         try:

@@ -13,8 +13,8 @@ from PIL import Image, ImageCms
 
 from baryir import save_model
 from baryir.cli import main
-from runtimes import Tiling, load_runner
 from baryir.io.images import from_float, to_float
+from runtimes import Tiling, load_runner
 from runtimes.processing import pad_to_multiple, run_tiled, tile_starts
 
 
