@@ -8,12 +8,12 @@ from pathlib import Path
 
 from baryir.checkpoints import file_sha256, load_model, resolve_model_path
 from baryir.io.atomic import refuse_overwriting_inputs
+from runtimes.compare import check_tolerance
 
 from .common import (
     DEFAULT_SHAPES,
     ExportContext,
     atomic_artifact,
-    check_tolerance,
     library_versions,
     write_golden,
     write_manifest,
@@ -63,7 +63,9 @@ def _coreml(ctx: ExportContext, precision: str, tmp: Path, validate: bool, large
     facts["spec"] = spec_summary(tmp / "model.mlpackage")
     facts["prediction_validated"] = False  # CoreML prediction runs on macOS only
     if validate and platform.system() == "Darwin" and facts["io"] == "tensor":
-        from .common import compare, validation_image
+        from runtimes.compare import compare
+
+        from .common import validation_image
         from .coreml_export import predict_coreml
         from .wrapper import reference_output
 

@@ -19,6 +19,7 @@ from baryir.data.images import read_rgb
 from baryir.inference import PAD_MULTIPLE
 from baryir.io.atomic import fsync_path
 from baryir.model import BaryNet
+from runtimes.compare import TOLERANCES
 
 from .wrapper import INPUT_NAME, OUTPUT_NAME, reference_output
 
@@ -99,6 +100,7 @@ def write_manifest(
         "shapes": [list(s) for s in ctx.shapes],
         "source": {"checkpoint": ctx.source, "sha256": ctx.source_sha256},
         "libraries": libraries,
+        "tolerance": TOLERANCES.get(precision, {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **extra,
     }
@@ -110,41 +112,6 @@ def validation_sizes(large: bool) -> list[tuple[int, int]]:
     """Sizes (H, W) every artifact is checked at: square, landscape, portrait, and >= 1024 px."""
     sizes = [(64, 64), (96, 160), (200, 128), (128, 1024)]
     return sizes + [(2048, 2048)] if large else sizes
-
-
-def compare(ours: np.ndarray, ref: np.ndarray) -> dict:
-    """Max abs error and PSNR (dB, data range 1) of an artifact's output against PyTorch."""
-    finite = bool(np.isfinite(ours).all())
-    if not finite:
-        return {"max_abs": float("inf"), "psnr": 0.0, "finite": False}
-    diff = ours.astype(np.float64) - ref.astype(np.float64)
-    mse = float(np.mean(diff**2))
-    return {
-        "max_abs": float(np.abs(diff).max()),
-        "psnr": float("inf") if mse == 0 else 10 * np.log10(1 / mse),
-        "finite": True,
-    }
-
-
-#: What an artifact must reach at every validation size against its PyTorch reference: the
-#: FP32 model for fp32/fp16, the fake-quantized model for int8 (the integer kernels round
-#: where PyTorch's float emulation does not; the INT8 quality budget against the clean
-#: target lives in ``baryir parity``).
-TOLERANCES = {"fp32": {"max_abs": 1e-4}, "fp16": {"psnr": 40.0}, "int8": {"psnr": 35.0}}
-
-
-def check_tolerance(precision: str, rows: list[dict]) -> list[str]:
-    """Failures of validation rows against :data:`TOLERANCES` (NaN/Inf always fails)."""
-    tol = TOLERANCES.get(precision, {})
-    failures = []
-    for r in rows:
-        if not r["finite"]:
-            failures.append(f"{r['size']}: NaN/Inf in the output")
-        elif "max_abs" in tol and r["max_abs"] > tol["max_abs"]:
-            failures.append(f"{r['size']}: max abs error {r['max_abs']:.2e} > {tol['max_abs']:.0e}")
-        elif "psnr" in tol and r["psnr"] < tol["psnr"]:
-            failures.append(f"{r['size']}: {r['psnr']:.1f} dB vs PyTorch < {tol['psnr']} dB")
-    return failures
 
 
 def validation_image(h: int, w: int) -> torch.Tensor:

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from baryir.inference import PAD_MULTIPLE
+from runtimes.compare import compare
 
-from .common import ExportContext, compare, validation_image, validation_sizes
+from .common import ExportContext, validation_image, validation_sizes
 from .wrapper import INPUT_NAME, OUTPUT_NAME, DeploymentModel, reference_output
 
 OPSET = 17

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import ExportContext, compare, validation_image, validation_sizes
+from runtimes.compare import compare
+
+from .common import ExportContext, validation_image, validation_sizes
 from .wrapper import INPUT_NAME, OUTPUT_NAME, DeploymentModel, reference_output
 
 

@@ -1,0 +1,45 @@
+"""The one comparator: an artifact's output against its reference, and the tolerances it must meet.
+
+Export validation, ``baryir verify``, the runners' check at load, parity and bench all judge
+outputs with :func:`compare` and :func:`check_tolerance` (numpy only, no torch).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: What an artifact must reach against its PyTorch reference (``golden.npz`` holds it): the FP32
+#: model for fp32/fp16, the fake-quantized model for int8 (the integer kernels round where
+#: PyTorch's float emulation does not; the INT8 quality budget against the clean target lives
+#: in ``baryir parity``).
+TOLERANCES: dict[str, dict[str, float]] = {"fp32": {"max_abs": 1e-4}, "fp16": {"psnr": 40.0}, "int8": {"psnr": 35.0}}
+
+
+def compare(ours: np.ndarray, ref: np.ndarray) -> dict:
+    """Max abs error and PSNR (dB, data range 1) of an output against its reference."""
+    finite = bool(np.isfinite(ours).all())
+    if not finite:
+        return {"max_abs": float("inf"), "psnr": 0.0, "finite": False}
+    diff = ours.astype(np.float64) - ref.astype(np.float64)
+    mse = float(np.mean(diff**2))
+    return {
+        "max_abs": float(np.abs(diff).max()),
+        "psnr": float("inf") if mse == 0 else float(10 * np.log10(1 / mse)),
+        "finite": True,
+    }
+
+
+def check_tolerance(precision: str, rows: list[dict], tolerance: dict[str, float] | None = None) -> list[str]:
+    """Failures of compared rows against ``tolerance`` (default :data:`TOLERANCES` of the
+    precision); NaN/Inf always fails."""
+    tol = TOLERANCES.get(precision, {}) if tolerance is None else tolerance
+    failures = []
+    for r in rows:
+        where = f"{r['size']}: " if "size" in r else ""
+        if not r["finite"]:
+            failures.append(f"{where}NaN/Inf in the output")
+        elif "max_abs" in tol and r["max_abs"] > tol["max_abs"]:
+            failures.append(f"{where}max abs error {r['max_abs']:.2e} > {tol['max_abs']:.0e}")
+        elif "psnr" in tol and r["psnr"] < tol["psnr"]:
+            failures.append(f"{where}{r['psnr']:.1f} dB vs PyTorch < {tol['psnr']} dB")
+    return failures
