@@ -280,7 +280,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     tiling = Tiling(args.tile, args.overlap) if args.tile else None
     failures = len(refused)
     if jobs:
-        runner = load_runner(args.model, args.backend, args.device, args.precision)
+        runner = load_runner(args.model, args.backend, args.device, args.precision, verify=not args.no_verify)
         info = runner.info
         print(f"backend {info.backend} on {info.device} at {info.precision} ({info.artifact})", file=sys.stderr)
         auto = (model_dim(args.model), args.memory_mb)
@@ -293,6 +293,42 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 tqdm.write(f"note: {result.input}: {note}", file=sys.stderr)
     print(f"restored {len(paths) - failures} of {len(paths)} image(s) into {args.out}", file=sys.stderr)
     return 1 if failures else 0
+
+
+# ---------------------------------------------------------------------------- verify
+def cmd_verify(args: argparse.Namespace) -> int:
+    from runtimes import load_runner
+    from runtimes.verify import artifact_folder, verify_runner
+
+    results = []
+    for artifact in args.artifacts:
+        folder = artifact_folder(artifact)
+        if folder is None:
+            print(f"error: {artifact}: not an export folder (needs manifest.json and golden.npz)", file=sys.stderr)
+            results.append({"artifact": artifact, "passed": False, "failures": ["not an export folder"]})
+            continue
+        try:
+            runner = load_runner(folder, args.backend, args.device, verify=False)
+        except (ImportError, ValueError, RuntimeError, OSError) as e:
+            print(f"error: {artifact}: cannot run here ({e})", file=sys.stderr)
+            results.append({"artifact": artifact, "passed": False, "failures": [f"cannot run here: {e}"]})
+            continue
+        with runner:
+            results.append(verify_runner(runner, folder))
+    print("| artifact | backend | device | runs at | PSNR vs PyTorch | max abs | tolerance | result |")
+    print("|---|---|---|---|---:|---:|---|---|")
+    for r in results:
+        if "psnr" not in r:
+            print(f"| {r['artifact']} | | | | | | | FAILED: {r['failures'][0]} |")
+            continue
+        verdict = "pass" if r["passed"] else f"FAILED: {'; '.join(r['failures'])}: {r['cause']}"
+        print(
+            f"| {r['artifact']} | {r['backend']} | {r['device']} | {r['runs_at']} | {r['psnr']:.1f} "
+            f"| {r['max_abs']:.2e} | {', '.join(f'{k} {v:g}' for k, v in r['tolerance'].items())} | {verdict} |"
+        )
+    if args.json:
+        _write_json(args.json, results)
+    return 0 if all(r["passed"] for r in results) else 1
 
 
 # ---------------------------------------------------------------------------- parity / bench
@@ -592,8 +628,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels, feathered (default 32)")
     p.add_argument("--format", choices=["png", "jpg", "tif", "bmp", "webp"], help="write this format instead")
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip the artifact's check against its golden.npz at load (done once per artifact and machine)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser(
+        "verify",
+        help="check exported artifacts on this machine against their golden.npz",
+        description="Run each artifact with its own runtime on this machine, compare its output on the "
+        "golden input with PyTorch's (golden.npz) and judge it by the tolerance in its manifest. Prints "
+        "PSNR and max abs error vs PyTorch; exit 1 if any artifact fails (the line names the likely cause).",
+    )
+    p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="export folders (or a model file inside one)")
+    p.add_argument("--backend", default="auto", help="run with this backend (default: the artifact's)")
+    p.add_argument("--device", help="device for the runtime (default: the artifact's)")
+    p.add_argument("--json", help="write the results as JSON here")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(
         "parity",

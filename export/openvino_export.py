@@ -88,11 +88,14 @@ def validate_openvino(ctx: ExportContext, precision: str, path: Path, large: boo
     for h, w in validation_sizes(large):
         image = validation_image(h, w)
         shape = tuple(image.shape) if precision == "int8" else None  # dynamic shapes: wrong INT8 on CPU
-        f32, default = compiled("f32", shape), compiled(None, shape)
-        default_precision = default.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         ref = reference_output(ctx.model, image).numpy()
-        row = {"size": [h, w], **compare(np.asarray(f32(image.numpy())[0]), ref)}
-        plugin = compare(np.asarray(default(image.numpy())[0]), ref)
-        row["plugin_default"] = {"precision": default_precision, "max_abs": plugin["max_abs"], "psnr": plugin["psnr"]}
+        row = {"size": [h, w], **compare(np.asarray(compiled("f32", shape)(image.numpy())[0]), ref)}
+        try:  # the contrast row; a plugin whose default kernels are missing here (a capped ISA) says so
+            default = compiled(None, shape)
+            default_precision = default.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+            plugin = compare(np.asarray(default(image.numpy())[0]), ref)
+            row["plugin_default"] = {"precision": default_precision, **{k: plugin[k] for k in ("max_abs", "psnr")}}
+        except RuntimeError as e:
+            row["plugin_default"] = {"error": str(e).strip().splitlines()[-1][:200]}
         rows.append(row)
     return rows

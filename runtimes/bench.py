@@ -19,6 +19,7 @@ from baryir.io.atomic import atomic_write
 
 from .base import BackendUnavailable
 from .parity import artifact_for, open_runner
+from .verify import ArtifactCheckError
 
 
 def _versions() -> dict[str, str]:
@@ -78,6 +79,8 @@ def _measure(
         )
     except (BackendUnavailable, ValueError) as e:
         queue.put({"skipped": str(e)})
+    except ArtifactCheckError as e:  # wrong output here: no speed is reported for it
+        queue.put({"failed": f"wrong output: {e}"})
     except (MemoryError, RuntimeError) as e:
         queue.put({"failed": f"{type(e).__name__}: {str(e)[:300]}"})
 

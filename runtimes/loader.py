@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from .base import Runner
+from .verify import artifact_folder, check_on_load
 
 #: backend -> (artifact suffixes, manifest format name)
 BACKENDS = {
@@ -48,11 +49,17 @@ def model_dim(artifact: str | Path) -> int:
 
 
 def load_runner(
-    artifact: str | Path = "default", backend: str = "auto", device: str | None = None, precision: str | None = None
+    artifact: str | Path = "default",
+    backend: str = "auto",
+    device: str | None = None,
+    precision: str | None = None,
+    verify: bool = True,
 ) -> Runner:
     """A runner for a checkpoint (PyTorch) or an exported artifact (ONNX Runtime, OpenVINO,
     TensorRT, CoreML). ``device`` and ``precision`` default to what the artifact was built
-    for; the runner's ``info`` says what really runs."""
+    for; the runner's ``info`` says what really runs. An exported artifact first checks itself
+    against its ``golden.npz`` on this machine (once; see :mod:`runtimes.verify`) unless
+    ``verify`` is False: a miss raises ``ArtifactCheckError`` naming the cause."""
     found, path, manifest = _resolve(artifact)
     if backend != "auto" and backend != found:
         if not (backend == "openvino" and found == "onnxruntime"):  # OpenVINO also reads ONNX
@@ -61,19 +68,32 @@ def load_runner(
     built = manifest.get("precision")
     if built and precision and found != "openvino" and precision != built:
         raise ValueError(f"{artifact} was exported as {built}; re-export it for {precision}")
-    if found == "torch":
+    runner = _open(found, path, device, precision, manifest)
+    folder = artifact_folder(path) if verify and found != "torch" else None
+    if folder is not None:
+        try:
+            check_on_load(runner, folder)
+        except BaseException:
+            runner.close()
+            raise
+    return runner
+
+
+def _open(backend: str, path: Path | str, device: str | None, precision: str | None, manifest: dict) -> Runner:
+    built = manifest.get("precision")
+    if backend == "torch":
         from .backends.torch_runner import TorchRunner
 
         return TorchRunner(str(path), device, precision)
-    if found == "onnxruntime":
+    if backend == "onnxruntime":
         from .backends.onnxruntime_runner import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(str(path), device, built or precision or "fp32")
-    if found == "openvino":
+    if backend == "openvino":
         from .backends.openvino_runner import OpenVINORunner
 
         return OpenVINORunner(str(path), device, precision or ("int8" if built == "int8" else None))
-    if found == "tensorrt":
+    if backend == "tensorrt":
         from .backends.tensorrt_runner import TensorRTRunner
 
         return TensorRTRunner(str(path), device, built or "fp32")

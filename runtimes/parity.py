@@ -17,6 +17,7 @@ from baryir.metrics import psnr, ssim
 
 from .base import BackendUnavailable
 from .loader import load_runner
+from .verify import ArtifactCheckError
 
 #: Default budgets: FP32/FP16/BF16 against PyTorch FP32 (dB), INT8 as loss against the target.
 BUDGETS = {
@@ -132,7 +133,7 @@ def run_parity(
     references = [_run(reference_runner, it) for it in items]
     rows = [{**_row(reference_runner, references, references, items), "precision": "fp32"}]
     reference_runner.close()
-    skipped = []
+    skipped, failed = [], []
     on_cpu = torch_device == "cpu"
     for combo in [c for c in combos if not (on_cpu and (c.backend, c.precision) == ("torch", "fp32"))]:
         try:
@@ -140,6 +141,9 @@ def run_parity(
             runner = open_runner(artifact, combo.backend, combo.precision, torch_device)
         except (BackendUnavailable, ValueError, FileNotFoundError) as e:
             skipped.append({"backend": combo.backend, "precision": combo.precision, "reason": str(e)})
+            continue
+        except ArtifactCheckError as e:  # wrong output here: a failed row, never a speed or quality number
+            failed.append({"backend": combo.backend, "precision": combo.precision, "passed": False, "failed": str(e)})
             continue
         outs = [_run(runner, it) for it in items]
         rows.append({**_row(runner, outs, references, items), "precision": combo.precision})
@@ -156,7 +160,7 @@ def run_parity(
     return {
         "reference": "torch-fp32",
         "images": [f"{it.dataset}/{it.task}/{it.name}" for it in items],
-        "rows": rows,
+        "rows": rows + failed,
         "skipped": skipped,
     }
 
@@ -169,6 +173,9 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in report["rows"]:
+        if "failed" in r:
+            lines.append(f"| {r['backend']} | {r['precision']} | FAILED: {r['failed']} | | | | | | | | | NO |")
+            continue
         lines.append(
             f"| {r['backend']} | {r['precision']} | {r['device']} | {r['runs_at']} | {r['psnr_vs_reference']:.1f} "
             f"| {r['max_abs']:.2e} | {r['p99_abs']:.2e} | {100 * r['changed_8bit']:.2f}% | {r['psnr_vs_target']:.2f} "

@@ -1,0 +1,149 @@
+"""Artifacts that check themselves on the machine that runs them.
+
+Every export writes ``golden.npz`` (a real input and PyTorch's output for it) and its
+tolerance into ``manifest.json``. :func:`verify_runner` runs the golden input through the
+artifact's own runtime here and judges it with the one comparator; :func:`check_on_load` does
+that once per artifact, runtime and machine (passes are cached) and raises
+:class:`ArtifactCheckError`, naming the likely cause and the fix, instead of handing out
+wrong pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from baryir.io.atomic import atomic_write
+
+from .base import Runner
+from .compare import TOLERANCES, check_tolerance, compare
+from .cpu_features import describe_cpu, int8_saturates
+
+_RUNTIME_PACKAGES = {
+    "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
+    "tensorrt": "tensorrt",
+    "coreml": "coremltools",
+}
+
+
+class ArtifactCheckError(RuntimeError):
+    """An artifact whose output here misses its golden reference."""
+
+
+def artifact_folder(path: str | Path) -> Path | None:
+    """The export folder (with manifest.json and golden.npz) that ``path`` is or lies in, else None."""
+    path = Path(path)
+    for folder in (path, path.parent):
+        if folder.is_dir() and (folder / "manifest.json").is_file() and (folder / "golden.npz").is_file():
+            return folder
+    return None
+
+
+def verify_runner(runner: Runner, folder: str | Path) -> dict:
+    """Run ``golden.npz``'s input through ``runner`` and compare with its output; one result row."""
+    folder = Path(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    with np.load(folder / "golden.npz", allow_pickle=False) as golden:
+        image, reference = golden["input"].astype(np.float32), golden["output"]
+    row = compare(runner.run(np.ascontiguousarray(image)), reference)
+    precision = manifest.get("precision", "fp32")
+    tolerance = manifest.get("tolerance") or TOLERANCES.get(precision, {})
+    failures = check_tolerance(precision, [row], tolerance)
+    return {
+        "artifact": str(folder),
+        "format": manifest.get("format"),
+        "precision": precision,
+        "backend": runner.info.backend,
+        "device": runner.info.device,
+        "runs_at": runner.info.precision,
+        "psnr": row["psnr"],
+        "max_abs": row["max_abs"],
+        "tolerance": tolerance,
+        "passed": not failures,
+        "failures": failures,
+        "cpu": describe_cpu(),
+        "cause": None if not failures else likely_cause(manifest, runner),
+    }
+
+
+def likely_cause(manifest: dict, runner: Runner) -> str:
+    """What most likely makes an artifact miss its reference here, and the fix."""
+    weights = str(manifest.get("weights", ""))
+    if runner.info.backend == "openvino" and manifest.get("precision") == "int8" and int8_saturates():
+        if "[-64, 63]" not in weights:
+            return (
+                "this CPU lacks VNNI/AMX (or ONEDNN_MAX_CPU_ISA hides them), so oneDNN's int8 kernels saturate "
+                "with full-range 8-bit weights; "
+                "re-export it with this baryir (OpenVINO INT8 gets 7-bit weights) or run the ONNX INT8 "
+                "artifact with ONNX Runtime"
+            )
+        return "this CPU lacks VNNI/AMX and its int8 kernels still miss; run the ONNX INT8 artifact with ONNX Runtime"
+    built = manifest.get("libraries", {})
+    return (
+        f"the runtime here ({_runtime_version(runner.info.backend)}) does not reproduce the export "
+        f"(made with {built}); re-export on this machine, or use --precision fp32"
+    )
+
+
+def _runtime_version(backend: str) -> str:
+    package = _RUNTIME_PACKAGES.get(backend, backend)
+    try:
+        return f"{package} {importlib.metadata.version(package)}"
+    except importlib.metadata.PackageNotFoundError:
+        return f"{package} (version unknown)"
+
+
+def _cache_file() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "baryir" / "verified.json"
+
+
+def _cache_key(folder: Path, runner: Runner) -> str:
+    """Artifact contents (size and mtime of each file), runtime, device, precision and CPU."""
+    files = sorted(
+        (str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    )
+    info = runner.info
+    facts = [
+        str(folder.resolve()),
+        files,
+        info.backend,
+        info.device,
+        info.precision,
+        _runtime_version(info.backend),
+        describe_cpu(),
+    ]
+    return hashlib.sha256(json.dumps(facts).encode()).hexdigest()
+
+
+def check_on_load(runner: Runner, folder: str | Path) -> dict | None:
+    """Verify once per artifact, runtime and machine; raise :class:`ArtifactCheckError` on a miss.
+    Returns the result row, or None when a cached pass made the check unnecessary."""
+    folder = Path(folder)
+    key = _cache_key(folder, runner)
+    cache_file = _cache_file()
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if isinstance(cache, dict) and key in cache:
+        return None
+    result = verify_runner(runner, folder)
+    if not result["passed"]:
+        raise ArtifactCheckError(
+            f"{folder}: its output here misses its golden reference ({'; '.join(result['failures'])}): "
+            f"{result['cause']} (--no-verify skips this check)"
+        )
+    cache = cache if isinstance(cache, dict) else {}
+    cache[key] = {"artifact": str(folder), "psnr": result["psnr"], "runs_at": result["runs_at"]}
+    try:
+        atomic_write(cache_file, lambda tmp: Path(tmp).write_text(json.dumps(cache, indent=1)))
+    except OSError:  # a read-only home only costs the check next time
+        pass
+    return result

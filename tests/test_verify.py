@@ -1,0 +1,121 @@
+"""Artifacts check themselves: `baryir verify`, the runners' check at load, and INT8 on CPUs
+without VNNI (oneDNN capped to AVX2, which is what such a CPU runs)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import helper, numpy_helper
+
+from baryir import build_model, save_model
+from baryir.cli import main
+from export.api import export_model
+from runtimes import load_runner
+from runtimes.verify import ArtifactCheckError, check_on_load
+
+
+@pytest.fixture(scope="module")
+def onnx_artifacts(tmp_path_factory):
+    """A good ONNX FP32 export of the nano model and a copy whose weights were tampered with."""
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("art")
+    model = save_model(build_model("nano"), root / "nano.safetensors")
+    export_model(model, "onnx", "fp32", root, shapes=((64, 64),))
+    good, broken = root / "onnx-fp32", root / "broken"
+    shutil.copytree(good, broken)
+    graph = onnx.load(str(broken / "model.onnx"))
+    weight = next(t for t in graph.graph.initializer if len(t.dims) == 4)
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.5, weight.name))
+    onnx.save(graph, str(broken / "model.onnx"))
+    return good, broken
+
+
+def test_verify_passes_a_good_artifact_and_fails_a_broken_one(onnx_artifacts, capsys):
+    good, broken = onnx_artifacts
+    assert main(["verify", str(good)]) == 0
+    assert "| pass |" in capsys.readouterr().out
+    assert main(["verify", str(good), str(broken)]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "max abs error" in out and "re-export" in out
+
+
+def test_runners_check_at_load_and_cache_the_pass(onnx_artifacts, tmp_path, monkeypatch, capsys):
+    good, broken = onnx_artifacts
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(ArtifactCheckError, match="broken: its output here misses its golden reference"):
+        load_runner(broken)
+    runner = load_runner(good, verify=False)
+    assert check_on_load(runner, good)["passed"]  # first time: measured
+    assert check_on_load(runner, good) is None  # then cached for this artifact, runtime and machine
+    from PIL import Image
+
+    Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(tmp_path / "a.png")
+    args = ["restore", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", str(broken), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "misses its golden reference" in err
+    assert not (tmp_path / "out" / "a.png").exists()
+    assert main([*args, "--no-verify"]) == 0  # the user's explicit opt-out
+
+
+def _conv_qdq(weights: np.ndarray) -> onnx.ModelProto:
+    """x -> Q/DQ (int8) -> Conv with int8 weights behind a DequantizeLinear."""
+    c = weights.shape[0]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0),
+        helper.make_node("Conv", ["xd", "wd"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(1 / 127, np.float32), "xs"),
+        numpy_helper.from_array(np.array(0, np.int8), "xz"),
+        numpy_helper.from_array(weights, "w"),
+        numpy_helper.from_array(np.full(c, 1 / 127, np.float32), "ws"),
+        numpy_helper.from_array(np.zeros(c, np.int8), "wz"),
+    ]
+    io = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, c, 16, 16]) for n in ("x", "y")]
+    graph = helper.make_graph(nodes, "conv", io[:1], io[1:], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+_AVX2_SCRIPT = """
+import sys, numpy as np, onnx, onnxruntime as ort, openvino as ov
+from quantize.onnx_qdq import halve_weight_range
+x = np.random.default_rng(1).choice([-1.0, 1.0], size=(1, 32, 16, 16)).astype(np.float32)
+for name in ("full", "halved"):
+    model = onnx.load(sys.argv[1])
+    if name == "halved":
+        assert halve_weight_range(model) == 1
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # Q/DQ evaluated in float
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    ref = session.run(None, {"x": x})[0]
+    core = ov.Core()
+    ir = core.read_model(model.SerializeToString(), b"")
+    out = core.compile_model(ir, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
+    print(name, float(np.abs(out - ref).max()))
+"""
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="oneDNN's x86 int8 kernels only")
+def test_without_vnni_full_range_weights_saturate_and_7_bit_weights_do_not(tmp_path):
+    pytest.importorskip("openvino")
+    weights = np.where(np.random.default_rng(0).random((32, 32, 3, 3)) > 0.5, 127, -127).astype(np.int8)
+    onnx.save(_conv_qdq(weights), str(tmp_path / "conv.onnx"))
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}  # what a CPU without VNNI runs
+    run = subprocess.run(
+        [sys.executable, "-c", _AVX2_SCRIPT, str(tmp_path / "conv.onnx")], capture_output=True, text=True, env=env
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    errors = dict(line.split() for line in run.stdout.split("\n") if line)
+    assert float(errors["full"]) > 1.0  # int16 saturation: wrong by whole output units
+    assert float(errors["halved"]) < 1e-3  # the same real weights in 7 bits: exact
