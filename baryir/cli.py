@@ -214,10 +214,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         rows = r.get("validation", [])
         worst_abs = max((v["max_abs"] for v in rows), default=float("nan"))
         worst_psnr = min((v["psnr"] for v in rows), default=float("nan"))
+        checked = f"{worst_abs:.2e} | {worst_psnr:.1f}" if rows else "not validated here | -"
         print(
             f"| {r['format']} | {r['precision']} | {r['folder']} | {r['artifact_bytes'] / 1e6:.2f} "
-            f"| {r['export_seconds']} | {worst_abs:.2e} | {worst_psnr:.1f} |"
+            f"| {r['export_seconds']} | {checked} |"
         )
+        if r.get("validation_note"):
+            print(f"  note: {r['validation_note']}")
         if r.get("engine_built") is False:
             print(f"  note: engine not built here ({r['reason']})")
     if args.json:

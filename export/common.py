@@ -19,7 +19,7 @@ from baryir.data.images import read_rgb
 from baryir.inference import PAD_MULTIPLE
 from baryir.io.atomic import fsync_path
 from baryir.model import BaryNet
-from runtimes.compare import TOLERANCES
+from runtimes.compare import TOLERANCES, compare
 
 from .wrapper import INPUT_NAME, OUTPUT_NAME, reference_output
 
@@ -112,6 +112,16 @@ def validation_sizes(large: bool) -> list[tuple[int, int]]:
     """Sizes (H, W) every artifact is checked at: square, landscape, portrait, and >= 1024 px."""
     sizes = [(64, 64), (96, 160), (200, 128), (128, 1024)]
     return sizes + [(2048, 2048)] if large else sizes
+
+
+def validate_runner(ctx: ExportContext, runner, sizes: list[tuple[int, int]]) -> list[dict]:
+    """Rows of ``runner``'s outputs against the PyTorch reference at ``sizes`` (the comparator)."""
+    rows = []
+    for h, w in sizes:
+        image = validation_image(h, w)
+        out = runner.run(image.numpy())
+        rows.append({"size": [h, w], **compare(out, reference_output(ctx.model, image).numpy())})
+    return rows
 
 
 def validation_image(h: int, w: int) -> torch.Tensor:

@@ -122,6 +122,11 @@ def test_tensorrt_static_checks(exported):
     assert "--stronglyTyped" in script and "--minShapes=image:1x3x64x64" in script
     if tensorrt_available() is not None:
         assert r["engine_built"] is False and "build_engine.sh" in r["reason"]
+        # no TensorRT here: the manifest says so and keeps ONNX Runtime's numbers under their own name
+        manifest = json.loads((out / "tensorrt-fp32" / "manifest.json").read_text())
+        assert manifest["validated_here"] is False and manifest["validation"] == []
+        assert "not validated here" in manifest["validation_note"]
+        assert manifest["onnx_validation"] and all(v["max_abs"] <= 1e-4 for v in manifest["onnx_validation"])
 
 
 def _qdq_model(zero_point: np.ndarray | None, op: str = "Relu") -> onnx.ModelProto:
@@ -180,6 +185,9 @@ def test_tensorrt_profiles_are_validated():
 def test_tensorrt_engine_builds_and_matches_onnx(nano_path, tmp_path):
     results = export_model(nano_path, "tensorrt", "fp16", tmp_path, shapes=((64, 64), (128, 128)))
     assert results[0]["engine_built"] and (tmp_path / "tensorrt-fp16" / "model.engine").stat().st_size > 0
+    # validated by TensorRT itself at the profile's shapes, against PyTorch
+    assert [v["size"] for v in results[0]["validation"]] == [[64, 64], [128, 128]]
+    assert all(v["psnr"] >= 40 for v in results[0]["validation"])
 
 
 def test_coreml_conversion_and_spec(nano_path, tmp_path):
