@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ from baryir.inference import PAD_MULTIPLE
 from baryir.io.atomic import fsync_path
 from baryir.model import BaryNet
 from runtimes.compare import TOLERANCES, compare
+from runtimes.environment import library_versions as environment_versions
 
 from .wrapper import INPUT_NAME, OUTPUT_NAME, reference_output
 
@@ -45,14 +45,8 @@ def golden_input() -> torch.Tensor:
 
 
 def library_versions(*packages: str) -> dict[str, str]:
-    """Installed versions of the given distributions (missing ones are left out)."""
-    versions = {}
-    for name in ("torch", "numpy", *packages):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return versions
+    """Installed versions of torch, numpy and the given distributions (missing ones are left out)."""
+    return environment_versions("torch", "numpy", *packages)
 
 
 @contextmanager

@@ -23,10 +23,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-# NNCF compiles a small C++ extension on first use (about a minute on 2 cores). Its default
-# 60 s timeout fails on a busy machine; give it room unless the user set a limit.
-os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "900")
-
 #: Regular expressions over NNCF node names (``<module path>/<op>/<call index>``).
 _NORMS = r".*(norm\d|LN)/body/.*"
 _ATTENTION = r".*/attn/(square|sum|clamp_min|sqrt|div|matmul|mul|softmax|__matmul__|__mul__)/\d+"
@@ -69,6 +65,9 @@ class Int8Scheme:
 
 def require_nncf():
     """The ``nncf`` module, or an ImportError that names the extra to install."""
+    # NNCF compiles a small C++ extension on first use (about a minute on 2 cores). Its default
+    # 60 s timeout fails on a busy machine; give it room unless the user set a limit.
+    os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "900")
     try:
         import nncf
         import nncf.torch  # noqa: F401

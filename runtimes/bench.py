@@ -6,7 +6,6 @@ a fresh process per row gives a clean peak RSS and an honest first-run time.
 
 from __future__ import annotations
 
-import importlib.metadata
 import multiprocessing as mp
 import queue
 import resource
@@ -18,18 +17,9 @@ import numpy as np
 from baryir.io.atomic import atomic_write
 
 from .base import BackendUnavailable
+from .environment import describe_cpu, library_versions
 from .parity import artifact_for, open_runner
 from .verify import ArtifactCheckError
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for name in ("torch", "onnxruntime", "openvino", "coremltools", "tensorrt"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def _artifact_bytes(artifact: str) -> int:
@@ -150,7 +140,13 @@ def run_bench(
                     "artifact_mb": round(_artifact_bytes(artifact) / 1e6, 2),
                 }
             )
-    return {"model": model, "libraries": _versions(), "rows": rows, "skipped": skipped}
+    return {
+        "model": model,
+        "libraries": library_versions("torch", "onnxruntime", "openvino", "coremltools", "tensorrt"),
+        "cpu": describe_cpu(),
+        "rows": rows,
+        "skipped": skipped,
+    }
 
 
 def markdown(report: dict) -> str:

@@ -11,7 +11,6 @@ wrong pixels.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import os
 from pathlib import Path
@@ -22,7 +21,7 @@ from baryir.io.atomic import atomic_write
 
 from .base import Runner
 from .compare import TOLERANCES, check_tolerance, compare
-from .cpu_features import describe_cpu, int8_saturates
+from .environment import describe_cpu, int8_saturates, library_versions
 
 _RUNTIME_PACKAGES = {
     "onnxruntime": "onnxruntime",
@@ -93,10 +92,7 @@ def likely_cause(manifest: dict, runner: Runner) -> str:
 
 def _runtime_version(backend: str) -> str:
     package = _RUNTIME_PACKAGES.get(backend, backend)
-    try:
-        return f"{package} {importlib.metadata.version(package)}"
-    except importlib.metadata.PackageNotFoundError:
-        return f"{package} (version unknown)"
+    return f"{package} {library_versions(package).get(package, '(version unknown)')}"
 
 
 def _cache_file() -> Path:

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[all,dev]"
+# Every version comes from constraints.txt (the set this suite passed with); torch first and
+# pinned there: an unpinned torch would pull a multi-GB CUDA build.
+PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt)
+"${PIP[@]}" "torch==2.13.0"
+"${PIP[@]}" -e ".[all,dev]"

@@ -30,29 +30,11 @@ def official_golden_weights() -> dict[str, torch.Tensor]:
 
 def pytest_report_header(config) -> list[str]:
     """Every report names its environment: backend versions and the CPU's int8/bf16 features."""
-    import importlib.metadata
+    from runtimes.environment import LIBRARIES, describe_cpu, library_versions
 
-    from runtimes.cpu_features import describe_cpu
-
-    names = (
-        "torch",
-        "numpy",
-        "pillow",
-        "onnx",
-        "onnxruntime",
-        "onnxslim",
-        "openvino",
-        "nncf",
-        "coremltools",
-        "tensorrt",
-    )
-    versions = []
-    for name in names:
-        try:
-            versions.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            versions.append(f"{name} -")
-    return [f"backends: {', '.join(versions)}", f"cpu: {describe_cpu()}"]
+    found = library_versions()
+    versions = ", ".join(f"{name} {found.get(name, '-')}" for name in LIBRARIES)
+    return [f"backends: {versions}", f"cpu: {describe_cpu()}"]
 
 
 @pytest.fixture(scope="session")

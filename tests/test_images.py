@@ -189,7 +189,7 @@ def test_a_file_that_cannot_be_written_fails_alone(model_path, tmp_path, capsys)
 
 def test_memory_failures_fall_back_to_tiles(model_path, tmp_path):
     """A real CPU allocation failure (address space capped) is retried with smaller tiles."""
-    Image.fromarray((RNG.random((1024, 1024, 3)) * 255).astype(np.uint8)).save(tmp_path / "big.png")
+    Image.fromarray((RNG.random((768, 768, 3)) * 255).astype(np.uint8)).save(tmp_path / "big.png")
     script = f"""
 import resource, sys
 from runtimes import load_runner
@@ -197,14 +197,14 @@ from runtimes.restore import restore_file
 from pathlib import Path
 runner = load_runner({model_path!r})
 used = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()
-resource.setrlimit(resource.RLIMIT_AS, (used + 700 * 2**20, resource.RLIM_INFINITY))
+resource.setrlimit(resource.RLIMIT_AS, (used + 400 * 2**20, resource.RLIM_INFINITY))
 result = restore_file(runner, Path({str(tmp_path / "big.png")!r}), Path({str(tmp_path / "out.png")!r}))
 print(result.error or 'ok')
 """
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert run.stdout.strip() == "ok", run.stdout + run.stderr[-2000:]
-    assert Image.open(tmp_path / "out.png").size == (1024, 1024)
+    assert Image.open(tmp_path / "out.png").size == (768, 768)
 
 
 def test_a_killed_write_leaves_no_half_file_and_no_fake_input(tmp_path):

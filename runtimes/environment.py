@@ -1,4 +1,4 @@
-"""What the CPU can do for int8/bf16 inference, read from the OS (torch-free).
+"""The machine an artifact runs on: library versions and what the CPU can do for int8/bf16 (torch-free).
 
 OpenVINO's CPU plugin (oneDNN) picks its int8 kernels by these features: AMX or VNNI add
 int8 products in 32 bits; AVX2 alone adds u8 x s8 pairs into saturating int16, which full-range
@@ -7,9 +7,36 @@ int8 products in 32 bits; AVX2 alone adds u8 x s8 pairs into saturating int16, w
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 from functools import lru_cache
+
+#: The libraries whose versions every report names.
+LIBRARIES = (
+    "torch",
+    "numpy",
+    "pillow",
+    "onnx",
+    "onnxruntime",
+    "onnxslim",
+    "openvino",
+    "nncf",
+    "coremltools",
+    "tensorrt",
+)
+
+
+def library_versions(*names: str) -> dict[str, str]:
+    """Installed versions of ``names`` (default :data:`LIBRARIES`); missing ones are left out."""
+    versions = {}
+    for name in names or LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
 
 #: Report name -> /proc/cpuinfo flags (any of them).
 _FLAGS = {
