@@ -405,16 +405,42 @@ def _positive(kind: type) -> object:
     return parse
 
 
+def _list_of(choices: list[str]) -> type[argparse.Action]:
+    """An ``nargs="+"`` action that also takes comma lists (``torch,onnxruntime`` or ``torch onnxruntime``)."""
+
+    class ListAction(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            items = [item for value in values for item in value.split(",") if item]
+            wrong = [item for item in items if item not in choices]
+            if wrong:
+                allowed = ", ".join(choices)
+                parser.error(f"argument {option_string}: invalid choice {wrong[0]!r} (choose from {allowed})")
+            setattr(namespace, self.dest, items)
+
+    return ListAction
+
+
 def _add_row_options(p: argparse.ArgumentParser) -> None:
     """The options ``parity`` and ``bench`` share: which model, backends and precisions make the rows."""
     p.add_argument("--model", default="default")
+    backends = ["torch", "onnxruntime", "openvino", "tensorrt", "coreml"]
     p.add_argument(
         "--backends",
         nargs="+",
         default=["torch", "onnxruntime", "openvino"],
-        choices=["torch", "onnxruntime", "openvino", "tensorrt", "coreml"],
+        action=_list_of(backends),
+        metavar="BACKEND",
+        help=f"{', '.join(backends)} (space or comma separated)",
     )
-    p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16", "int8"])
+    precisions = ["fp32", "fp16", "bf16", "int8"]
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32"],
+        action=_list_of(precisions),
+        metavar="PRECISION",
+        help=f"{', '.join(precisions)} (space or comma separated)",
+    )
     p.add_argument("--cache", default="out/artifacts", help="where exported artifacts are kept")
     p.add_argument(
         "--int8-model",
