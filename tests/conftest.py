@@ -28,6 +28,19 @@ def official_golden_weights() -> dict[str, torch.Tensor]:
     return state
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Skip ``gpu`` tests without a CUDA GPU and ``macos`` tests off macOS, saying why."""
+    import platform
+
+    no_gpu = pytest.mark.skip(reason="needs an NVIDIA GPU: torch sees no CUDA device here")
+    no_mac = pytest.mark.skip(reason=f"needs macOS (CoreML prediction); this is {platform.system()}")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(no_gpu)
+        if "macos" in item.keywords and platform.system() != "Darwin":
+            item.add_marker(no_mac)
+
+
 def pytest_report_header(config) -> list[str]:
     """Every report names its environment: backend versions and the CPU's int8/bf16 features."""
     from runtimes.environment import LIBRARIES, describe_cpu, library_versions

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 
 import numpy as np
@@ -58,6 +57,7 @@ def test_format_table_refuses_bad_requests_before_work():
         parse_request("tflite", "fp8")
 
 
+@pytest.mark.slow
 def test_onnx_graph_contract_and_validation(exported):
     out, results = exported
     model = onnx.load(str(out / "onnx-fp32" / "model.onnx"))
@@ -76,6 +76,7 @@ def test_onnx_graph_contract_and_validation(exported):
     assert {"torch", "onnx", "onnxruntime"} <= set(manifest["libraries"])
 
 
+@pytest.mark.slow
 def test_onnx_fp16_keeps_reductions_in_float32(exported):
     out, results = exported
     model = onnx.shape_inference.infer_shapes(onnx.load(str(out / "onnx-fp16" / "model.onnx")))
@@ -88,6 +89,7 @@ def test_onnx_fp16_keeps_reductions_in_float32(exported):
     assert all(r["finite"] and r["psnr"] >= 40 for r in results[("onnx", "fp16")]["validation"])
 
 
+@pytest.mark.slow
 def test_golden_file_validates_the_artifact_without_pytorch(exported):
     import onnxruntime as ort
 
@@ -97,6 +99,7 @@ def test_golden_file_validates_the_artifact_without_pytorch(exported):
     np.testing.assert_allclose(session.run(None, {"image": golden["input"]})[0], golden["output"], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_openvino_ir_is_dynamic_and_f32_exact(exported):
     import openvino as ov
 
@@ -112,6 +115,7 @@ def test_openvino_ir_is_dynamic_and_f32_exact(exported):
     assert any(op.get_type_name() == "Convert" for op in fp16.get_ops())  # fp16 weights, decompressed
 
 
+@pytest.mark.slow
 def test_tensorrt_static_checks(exported):
     out, results = exported
     assert check_onnx_for_tensorrt(out / "tensorrt-fp32" / "model.onnx") == []
@@ -181,6 +185,7 @@ def test_tensorrt_profiles_are_validated():
     assert "--maxShapes=image:1x3x1080x1920" in cmd and "--builderOptimizationLevel=3" in cmd
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(tensorrt_available() is not None, reason=f"needs TensorRT and a GPU: {tensorrt_available()}")
 def test_tensorrt_engine_builds_and_matches_onnx(nano_path, tmp_path):
     results = export_model(nano_path, "tensorrt", "fp16", tmp_path, shapes=((64, 64), (128, 128)))
@@ -190,6 +195,7 @@ def test_tensorrt_engine_builds_and_matches_onnx(nano_path, tmp_path):
     assert all(v["psnr"] >= 40 for v in results[0]["validation"])
 
 
+@pytest.mark.slow
 def test_coreml_conversion_and_spec(nano_path, tmp_path):
     pytest.importorskip("coremltools")
     from export.coreml_export import spec_summary
@@ -209,6 +215,7 @@ def test_coreml_conversion_and_spec(nano_path, tmp_path):
     assert results[0]["prediction_validated"] is False  # image I/O is checked by spec; prediction needs macOS
 
 
+@pytest.mark.slow
 def test_coreml_fp16_program_keeps_reductions_in_float32(nano_path, tmp_path):
     pytest.importorskip("coremltools")
     results = export_model(
@@ -225,7 +232,7 @@ def test_coreml_fp16_program_keeps_reductions_in_float32(nano_path, tmp_path):
     assert dtypes["conv"] == ["fp16"], dtypes
 
 
-@pytest.mark.skipif(platform.system() != "Darwin", reason="CoreML prediction runs on macOS only")
+@pytest.mark.macos
 def test_coreml_prediction_matches_pytorch(nano_path, tmp_path):
     results = export_model(nano_path, "coreml", "fp32", tmp_path, shapes=((64, 64),), coreml_io="tensor")
     assert results[0]["prediction_validated"] and results[0]["validation"][0]["max_abs"] <= 1e-3

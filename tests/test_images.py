@@ -79,6 +79,7 @@ def test_16_bit_colour_png_is_read_and_written_at_full_depth(tmp_path, channels)
     assert again.grey == (channels == 2)
 
 
+@pytest.mark.slow
 def test_restore_keeps_16_bit_colour_and_converts_grey_16_for_jpeg(model_path, tmp_path, capsys):
     src = tmp_path / "in"
     src.mkdir()
@@ -187,6 +188,7 @@ def test_a_file_that_cannot_be_written_fails_alone(model_path, tmp_path, capsys)
     assert "Traceback" not in err and "rgb8.png: cannot write" in err
 
 
+@pytest.mark.slow
 def test_memory_failures_fall_back_to_tiles(model_path, tmp_path):
     """A real CPU allocation failure (address space capped) is retried with smaller tiles."""
     Image.fromarray((RNG.random((768, 768, 3)) * 255).astype(np.uint8)).save(tmp_path / "big.png")
@@ -232,6 +234,7 @@ atomic_write({str(target)!r}, slow)
     assert not target.exists() and len(list(tmp_path.iterdir())) == 1
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_without_a_traceback(model_path, tmp_path):
     for i in range(40):
         Image.fromarray((RNG.random((256, 256, 3)) * 255).astype(np.uint8)).save(tmp_path / f"{i}.png")

@@ -53,6 +53,7 @@ def test_edge_config_budgets(name, max_params, max_gmacs):
         assert count_gmacs(model, 256, 256) <= max_gmacs
 
 
+@pytest.mark.slow
 def test_paper_gmacs_match_the_published_measurement():
     # official README: 212.8 GMACs at 256x256 for the paper model
     assert count_gmacs(build_model("paper"), 256, 256) == pytest.approx(212.8, abs=0.1)
@@ -71,6 +72,7 @@ def test_config_overrides_and_validation():
         build_model("mobile", heads=(3, 2, 4, 8))
 
 
+@pytest.mark.slow
 def test_deployment_graph_exports_once_for_many_sizes():
     """One torch.export with symbolic H and W (multiples of 8) reproduces eager at two sizes:
     any Python int taken from a shape or data-dependent branch would fail here."""

@@ -26,6 +26,7 @@ from quantize.checkpoint import load_quantized, read_header, resolve_quantized
 from quantize.scheme import quantizers
 
 pytest.importorskip("nncf")
+pytestmark = pytest.mark.slow  # NNCF quantization and INT8 exports: tens of seconds each
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

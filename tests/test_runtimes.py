@@ -53,6 +53,7 @@ def test_tiles_cover_and_blend_exactly():
         Tiling(60, 16)
 
 
+@pytest.mark.slow
 def test_backends_agree_on_one_image(model_path, tmp_path):
     from export.api import export_model
 
@@ -69,6 +70,7 @@ def test_backends_agree_on_one_image(model_path, tmp_path):
         np.testing.assert_allclose(outs[name], outs["torch"], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_openvino_runner_states_its_real_precision(model_path, tmp_path):
     from export.api import export_model
     from runtimes.environment import cpu_features
@@ -168,6 +170,7 @@ def test_restore_never_overwrites_inputs_and_tiles(model_path, tmp_path):
     assert Image.open(tmp_path / "t" / "a.png").size == (130, 90)
 
 
+@pytest.mark.slow
 def test_parity_cli_runs_cpu_backends(model_path, tmp_path, photo_dir):
     report = tmp_path / "parity.json"
     code = main(
@@ -213,7 +216,7 @@ def test_parity_cli_runs_cpu_backends(model_path, tmp_path, photo_dir):
     assert len(data["images"]) == 3 and any("@1032x776" in name for name in data["images"])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch CUDA rows need an NVIDIA GPU")
+@pytest.mark.gpu
 def test_parity_cli_torch_cuda_rows(model_path, tmp_path, photo_dir):
     report = tmp_path / "parity.json"
     args = ["parity", "--model", str(model_path), "--clean", str(photo_dir), "--limit", "1", "--backends", "torch"]
@@ -228,6 +231,7 @@ def test_parity_cli_torch_cuda_rows(model_path, tmp_path, photo_dir):
     assert code == 0 and all(r["passed"] for r in rows)
 
 
+@pytest.mark.slow
 def test_bench_cli_rows(model_path, tmp_path):
     report = tmp_path / "bench.json"
     assert (
@@ -273,6 +277,7 @@ def test_restore_refuses_decompression_bombs_before_decoding(model_path, tmp_pat
     assert not (tmp_path / "out" / "bomb.png").exists()
 
 
+@pytest.mark.slow
 def test_parity_cache_never_serves_another_checkpoints_export(model_path, tmp_path):
     from baryir import build_model
     from baryir.checkpoints import file_sha256

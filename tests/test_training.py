@@ -116,6 +116,7 @@ def _train_command(photo_dir, out, steps: int, *extra: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_resume_matches_an_uninterrupted_run(photo_dir, tmp_path):
     """SIGTERM to the whole process group, data-loader worker included (as ``timeout`` and batch
     schedulers send it), ends the run after the step in progress with everything saved, although

@@ -107,6 +107,7 @@ for name in ("full", "halved"):
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="oneDNN's x86 int8 kernels only")
+@pytest.mark.slow
 def test_without_vnni_full_range_weights_saturate_and_7_bit_weights_do_not(tmp_path):
     pytest.importorskip("openvino")
     weights = np.where(np.random.default_rng(0).random((32, 32, 3, 3)) > 0.5, 127, -127).astype(np.int8)
