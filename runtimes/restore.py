@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from baryir.io.atomic import TMP_SUFFIX, same_file
+from baryir.io.atomic import TMP_SUFFIX
 from baryir.io.images import FORMATS, IMAGE_SUFFIXES, ImageError, read_image, write_image
 
 from .base import Runner
@@ -58,6 +59,13 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
     return [p for p in found if not (p.resolve() in seen or seen.add(p.resolve()))], skipped
 
 
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
 def plan_outputs(
     inputs: list[Path], out_dir: Path, suffix: str | None = None, name_suffix: str = ""
 ) -> tuple[list[tuple[Path, Path]], list[RestoreResult]]:
@@ -66,9 +74,12 @@ def plan_outputs(
     The output is ``out_dir / (stem + name_suffix + (suffix or the input's suffix))``.
     """
     outputs = {p: out_dir / f"{p.stem}{name_suffix}{suffix or p.suffix}" for p in inputs}
+    by_path = {p.resolve(): p for p in inputs}
+    by_inode = {(s.st_dev, s.st_ino): p for p in inputs if (s := _stat(p))}  # hard links too
     refused: dict[Path, str] = {}
     for p, out in outputs.items():
-        victim = next((q for q in inputs if same_file(q, out)), None)
+        stat = _stat(out)
+        victim = by_path.get(out.resolve()) or (by_inode.get((stat.st_dev, stat.st_ino)) if stat else None)
         if victim is not None:
             what = "the input itself" if victim == p else f"the input {victim}"
             refused[p] = f"its output {out} would overwrite {what}; choose another -o folder or a --suffix"
