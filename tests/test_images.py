@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import struct
@@ -266,3 +267,23 @@ def test_folder_skips_are_mentioned(model_path, tmp_path, capsys):
     assert _restore(model_path, tmp_path, "-o", tmp_path / "out") == 0
     err = capsys.readouterr().err
     assert f"skipped {tmp_path / 'notes.txt'}: not an image suffix" in err
+
+
+@pytest.mark.slow
+def test_bench_reports_a_dead_or_failing_child_as_a_failed_row(model_path, tmp_path, capsys):
+    import multiprocessing as mp
+
+    from runtimes.bench import _result_of
+
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    child = ctx.Process(target=signal.raise_signal, args=(signal.SIGKILL,))  # dies as an OOM kill does
+    child.start()
+    assert "killed by signal 9" in _result_of(child, results)["failed"]
+    report = tmp_path / "bench.json"
+    too_big = ["--size", "65536x65536", "--cache", str(tmp_path / "cache"), "--json", str(report)]
+    argv = ["bench", "--model", model_path, "--backends", "onnxruntime", "--precisions", "fp32", *too_big]
+    assert main(argv) == 1  # a 51 GB input cannot be allocated: a failed row, not a hang or a skip
+    rows = json.loads(report.read_text())["rows"]
+    assert len(rows) == 1 and "MemoryError" in rows[0]["failed"]
+    assert "FAILED" in capsys.readouterr().out
