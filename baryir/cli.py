@@ -570,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--device",
         default="cpu",
-        help="run the model here: cpu (default, the README's numbers) or cuda (FP32; cuDNN's TF32 off)",
+        help="run the model here: cpu (default, the numbers in docs/) or cuda (FP32; cuDNN's TF32 off)",
     )
     p.add_argument("--json", help="write {model, backend, results} JSON here")
     p.add_argument("--no-progress", action="store_true")
@@ -732,7 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ignored",
         choices=sorted(IGNORED_SCOPES),
         default=DEFAULT_IGNORED,
-        help=f"ops kept in floating point (default {DEFAULT_IGNORED}, chosen by the README's ablation)",
+        help=f"ops kept in floating point (default {DEFAULT_IGNORED}, chosen by the ablation in docs/quantization.md)",
     )
     p.add_argument("--calib-samples", type=int, default=256, help="calibration patches (default 256)")
     p.add_argument("--calib-patch", type=int, default=128, help="calibration patch size (default 128)")

@@ -73,3 +73,14 @@ def parse_request(formats: str, precisions: str) -> list[tuple[Format, str]]:
             "; ".join(f"{f.name} does not support {p} (allowed: {', '.join(f.precisions)})" for f, p in refused)
         )
     return jobs
+
+
+def markdown_table() -> str:
+    """The format x precision x extra table of the README, made from :data:`FORMATS`."""
+    lines = ["| format | precisions | install | artifact | what it is |", "|---|---|---|---|---|"]
+    for f in FORMATS.values():
+        extra = f"`pip install 'baryir[{f.needs}]'`"
+        if "int8" in f.precisions:
+            extra += " (int8 export: + `[quantize]`)"
+        lines.append(f"| `{f.name}` | {', '.join(f.precisions)} | {extra} | `{f.artifact}` | {f.description} |")
+    return "\n".join(lines)

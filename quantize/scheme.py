@@ -14,7 +14,7 @@
   the Neural Engine, CPUs with VNNI/AMX such as this one) do not saturate, and the fix would
   cost every target a weight bit.
 - Ignored scopes (kept in floating point on every backend), see :data:`IGNORED_SCOPES`;
-  the default was chosen by the README's scope ablation and INT8 report (``scripts/int8_report.py``
+  the default was chosen by the scope ablation in docs/quantization.md and INT8 report (``scripts/int8_report.py``
   over PTQ/QAT checkpoints made with each ``baryir quantize --ignored``).
 """
 

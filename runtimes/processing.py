@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 PAD_MULTIPLE = 8
-#: Measured default (see README "Tiling"): tiles this large differ from whole-image inference
+#: Measured default (docs/runtimes.md, "Tiles vs the whole image"): tiles this large differ from whole-image inference
 #: by well under one 8-bit level; overlap is blended with a linear ramp.
 DEFAULT_OVERLAP = 32
 

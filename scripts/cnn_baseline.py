@@ -1,6 +1,6 @@
 """A plain full-resolution CNN denoiser trained for a fixed wall-clock time: the yardstick the
 training issue quotes for the default model's σ25 (a ~90 k-parameter CNN, minutes of CPU, noise
-alone). Not a BaryIR model and not shipped: it puts the BaryNet numbers in the README in scale.
+alone). Not a BaryIR model and not shipped: it puts the BaryNet numbers in docs/experiments.md in scale.
 
 The network is ``x - body(x)`` with ``body`` = conv3x3(3→C), ReLU, N × [conv3x3(C→C), ReLU],
 conv3x3(C→3) (C=48, N=4: 85.8 k parameters, as many multiply-adds per pixel). It trains with L1

@@ -1,4 +1,4 @@
-"""Print the README's model table (params, GMACs, CPU latency) and write it as JSON.
+"""Print the model table of docs/model.md (params, GMACs, CPU latency) and write it as JSON.
 
 Usage: python scripts/model_table.py [--json FILE] [--repeats N]
 """

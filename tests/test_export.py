@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -247,3 +248,11 @@ def test_atomic_artifact_leaves_no_partial_files(tmp_path):
     assert list(folder.iterdir()) == []
     assert [p.name for p in tmp_path.iterdir()] == ["onnx-fp32"]
     shutil.rmtree(folder)
+
+
+def test_readme_format_table_is_the_generated_one():
+    from export.formats import markdown_table
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("<!-- formats:start", 1)[1].split("<!-- formats:end -->", 1)[0]
+    assert markdown_table() in block, "regenerate the README table with export.formats.markdown_table()"
