@@ -9,7 +9,7 @@ import pickle
 import sys
 from pathlib import Path
 
-from .data.degradations import TASKS, THREE_TASK
+from .data.tasks import TASK_NAMES, THREE_TASK
 
 log = logging.getLogger("baryir")
 
@@ -499,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tasks",
         nargs="+",
         default=list(THREE_TASK),
-        choices=sorted(TASKS),
+        choices=sorted(TASK_NAMES),
         metavar="TASK",
         help=f"task mix (default: the paper's 3-task setting {' '.join(THREE_TASK)})",
     )
@@ -565,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", nargs=2, metavar=("INPUT_DIR", "TARGET_DIR"))
     p.add_argument("--pairs-task", default="paired", help="task label for --pairs rows (e.g. derain)")
     p.add_argument("--clean", help="folder of clean photos to degrade with --tasks")
-    p.add_argument("--tasks", nargs="+", default=["denoise_25"], choices=sorted(TASKS), metavar="TASK")
+    p.add_argument("--tasks", nargs="+", default=["denoise_25"], choices=sorted(TASK_NAMES), metavar="TASK")
     p.add_argument("--limit", type=int, help="at most this many images per folder")
     p.add_argument(
         "--device",
@@ -688,7 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_row_options(p)
     p.add_argument("--pairs", nargs=2, metavar=("INPUT_DIR", "TARGET_DIR"))
     p.add_argument("--clean", help="clean photos degraded with --tasks (fixed seeds)")
-    p.add_argument("--tasks", nargs="+", default=["denoise_25"], choices=sorted(TASKS), metavar="TASK")
+    p.add_argument("--tasks", nargs="+", default=["denoise_25"], choices=sorted(TASK_NAMES), metavar="TASK")
     p.add_argument("--limit", type=int, default=3, help="images per folder (default 3)")
     p.add_argument("--json", help="write {reference, rows} JSON here")
     p.set_defaults(func=cmd_parity)
@@ -726,7 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="float model to quantize (default: the shipped one)")
     p.add_argument("--method", choices=["ptq", "qat"], default="qat")
     p.add_argument("--data", nargs="+", required=True, help="folders of clean photos or published Train/ roots")
-    p.add_argument("--tasks", nargs="+", default=list(THREE_TASK), choices=sorted(TASKS), metavar="TASK")
+    p.add_argument("--tasks", nargs="+", default=list(THREE_TASK), choices=sorted(TASK_NAMES), metavar="TASK")
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument(
         "--ignored",
@@ -771,7 +771,7 @@ def main(argv: list[str] | None = None) -> int:
     1 when some inputs of a batch failed, 128 + N after signal N (130 on Ctrl-C)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
-    from .train import TrainingStopped
+    from .signals import TrainingStopped
 
     try:
         return args.func(args)
@@ -786,6 +786,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, ImportError, pickle.UnpicklingError, OSError) as e:
         if args.debug:
             raise
+        if isinstance(e, ModuleNotFoundError) and e.name == "torch":
+            print(f"error: baryir {args.command} needs PyTorch: pip install 'baryir[torch]'", file=sys.stderr)
+            return 2
         name = f"{e.filename}: " if isinstance(e, OSError) and e.filename and str(e.filename) not in str(e) else ""
         print(f"error: {name}{e.strerror if isinstance(e, OSError) and e.strerror else e}", file=sys.stderr)
         return 2

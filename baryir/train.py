@@ -45,6 +45,7 @@ from .inference import restore_tensor, torch_device
 from .io.atomic import atomic_write, refuse_overwriting_inputs
 from .losses import BaryLossWeights, bary_terms, model_loss, potentials_loss
 from .model import Potentials
+from .signals import TrainingStopped
 
 
 @dataclass
@@ -94,18 +95,6 @@ class _CountingSampler(Sampler[int]):
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class TrainingStopped(Exception):
-    """A run ended early by SIGINT/SIGTERM, after saving everything ``--resume`` needs."""
-
-    def __init__(self, signum: int, step: int, steps: int, out: Path) -> None:
-        self.signum = signum
-        name = signal.Signals(signum).name
-        super().__init__(
-            f"{name} at step {step} of {steps}: everything is saved in {out}; "
-            "run the same command with --resume to continue"
-        )
 
 
 class _StopRequest:

@@ -89,3 +89,10 @@ def test_low_light_darkens_and_adds_noise(image):
     dark = add_low_light(image, torch.Generator().manual_seed(1))
     assert dark.mean() < 0.5 * image.mean()
     assert dark.std() > 0
+
+
+def test_the_torch_free_task_names_are_the_degradations():
+    from baryir.data.degradations import TASKS
+    from baryir.data.tasks import FIVE_TASK, TASK_NAMES, THREE_TASK
+
+    assert tuple(TASKS) == TASK_NAMES and set(THREE_TASK) | set(FIVE_TASK) <= set(TASKS)

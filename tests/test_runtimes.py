@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -292,3 +293,39 @@ def test_parity_cache_never_serves_another_checkpoints_export(model_path, tmp_pa
     manifest = json.loads((Path(second) / "manifest.json").read_text())
     assert manifest["source"]["sha256"] == file_sha256(retrained)
     assert artifact_for(str(model_path), "onnxruntime", "fp32", cache) == first  # reused, not re-exported
+
+
+_NO_TORCH = """
+import sys
+sys.modules["torch"] = None  # any `import torch` now fails, as on a device without PyTorch
+from baryir.cli import main
+code = main(sys.argv[1:])
+assert not [m for m in sys.modules if m.startswith("torch") and sys.modules[m] is not None]
+sys.exit(code)
+"""
+
+
+@pytest.mark.slow
+def test_restore_and_verify_run_without_torch(model_path, tmp_path):
+    """A device that only runs artifacts needs numpy, Pillow and the backend, not PyTorch."""
+    import subprocess
+    import sys
+
+    from export.api import export_model
+
+    export_model(model_path, "onnx", "fp32", tmp_path, validate=False, shapes=((64, 64),))
+    _write(tmp_path / "photo.png", (np.random.default_rng(3).random((40, 56, 3)) * 255).astype(np.uint8))
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+    def run(*argv):
+        return subprocess.run([sys.executable, "-c", _NO_TORCH, *argv], capture_output=True, text=True, env=env)
+
+    restore = run(
+        "restore", str(tmp_path / "photo.png"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "onnx-fp32")
+    )
+    assert restore.returncode == 0, restore.stderr[-2000:]
+    assert Image.open(tmp_path / "out" / "photo.png").size == (56, 40)
+    verify = run("verify", str(tmp_path / "onnx-fp32"))
+    assert verify.returncode == 0 and "| pass |" in verify.stdout, verify.stdout + verify.stderr[-2000:]
+    train = run("train", "--data", str(tmp_path), "-o", str(tmp_path / "run"))
+    assert train.returncode == 2 and "needs PyTorch: pip install 'baryir[torch]'" in train.stderr

@@ -231,10 +231,6 @@ TASKS: dict[str, Task] = {
     )
 }
 
-#: The paper's two settings.
-THREE_TASK = ("denoise_15", "denoise_25", "denoise_50", "derain", "dehaze")
-FIVE_TASK = ("derain", "dehaze", "denoise_25", "deblur", "lowlight")
-
 
 def get_task(name: str) -> Task:
     """Look up a task by name; the error lists the valid ones."""

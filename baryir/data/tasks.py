@@ -1,0 +1,20 @@
+"""The task names ``--tasks`` accepts and the paper's two task mixes (torch-free: the CLI's
+parser needs them where PyTorch is not installed); the degradations are in ``degradations.py``."""
+
+from __future__ import annotations
+
+TASK_NAMES = (
+    "denoise_15",
+    "denoise_25",
+    "denoise_50",
+    "denoise",
+    "derain",
+    "derain_heavy",
+    "dehaze",
+    "deblur",
+    "lowlight",
+    "jpeg",
+)
+#: The paper's two settings.
+THREE_TASK = ("denoise_15", "denoise_25", "denoise_50", "derain", "dehaze")
+FIVE_TASK = ("derain", "dehaze", "denoise_25", "deblur", "lowlight")
