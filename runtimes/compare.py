@@ -12,7 +12,12 @@ import numpy as np
 #: model for fp32/fp16, the fake-quantized model for int8 (the integer kernels round where
 #: PyTorch's float emulation does not; the INT8 quality budget against the clean target lives
 #: in ``baryir parity``).
-TOLERANCES: dict[str, dict[str, float]] = {"fp32": {"max_abs": 1e-4}, "fp16": {"psnr": 40.0}, "int8": {"psnr": 35.0}}
+TOLERANCES: dict[str, dict[str, float]] = {
+    "fp32": {"max_abs": 1e-4},
+    "fp16": {"psnr": 40.0},
+    "bf16": {"psnr": 40.0},  # a runtime asked to compute an fp32 artifact in bf16 (OpenVINO on AMX)
+    "int8": {"psnr": 35.0},
+}
 
 
 def compare(ours: np.ndarray, ref: np.ndarray) -> dict:
