@@ -282,7 +282,7 @@ def test_bench_reports_a_dead_or_failing_child_as_a_failed_row(model_path, tmp_p
     assert "killed by signal 9" in _result_of(child, results)["failed"]
     report = tmp_path / "bench.json"
     too_big = ["--size", "65536x65536", "--cache", str(tmp_path / "cache"), "--json", str(report)]
-    argv = ["bench", "--model", model_path, "--backends", "onnxruntime", "--precisions", "fp32", *too_big]
+    argv = ["bench", "--model", model_path, "--backends", "torch", "--precisions", "fp32", *too_big]
     assert main(argv) == 1  # a 51 GB input cannot be allocated: a failed row, not a hang or a skip
     rows = json.loads(report.read_text())["rows"]
     assert len(rows) == 1 and "MemoryError" in rows[0]["failed"]

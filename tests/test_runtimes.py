@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -54,11 +55,19 @@ def test_tiles_cover_and_blend_exactly():
         Tiling(60, 16)
 
 
-@pytest.mark.slow
-def test_backends_agree_on_one_image(model_path, tmp_path):
+@pytest.fixture(scope="module")
+def fp32_exports(model_path, tmp_path_factory):
+    """ONNX and OpenVINO FP32 exports of the nano model, shared by the tests that only run them."""
     from export.api import export_model
 
-    export_model(model_path, "onnx,openvino", "fp32", tmp_path, validate=False)
+    folder = tmp_path_factory.mktemp("exports")
+    export_model(model_path, "onnx,openvino", "fp32", folder, validate=False, shapes=((64, 64),))
+    return folder
+
+
+@pytest.mark.slow
+def test_backends_agree_on_one_image(model_path, fp32_exports):
+    tmp_path = fp32_exports
     img = (np.random.default_rng(1).random((45, 70, 3)) * 255).astype(np.uint8)
     outs = {}
     for artifact in (model_path, tmp_path / "onnx-fp32", tmp_path / "openvino-fp32"):
@@ -72,11 +81,10 @@ def test_backends_agree_on_one_image(model_path, tmp_path):
 
 
 @pytest.mark.slow
-def test_openvino_runner_states_its_real_precision(model_path, tmp_path):
-    from export.api import export_model
+def test_openvino_runner_states_its_real_precision(fp32_exports):
     from runtimes.environment import cpu_features
 
-    export_model(model_path, "openvino", "fp32", tmp_path, validate=False)
+    tmp_path = fp32_exports
     assert load_runner(tmp_path / "openvino-fp32").info.precision == "fp32"
     # asked for bf16, the runner reports what the plugin really runs: bf16 only where the CPU has it
     expected = "bf16" if cpu_features().get("bf16") else "fp32"
@@ -306,14 +314,12 @@ sys.exit(code)
 
 
 @pytest.mark.slow
-def test_restore_and_verify_run_without_torch(model_path, tmp_path):
+def test_restore_and_verify_run_without_torch(fp32_exports, tmp_path):
     """A device that only runs artifacts needs numpy, Pillow and the backend, not PyTorch."""
     import subprocess
     import sys
 
-    from export.api import export_model
-
-    export_model(model_path, "onnx", "fp32", tmp_path, validate=False, shapes=((64, 64),))
+    shutil.copytree(fp32_exports / "onnx-fp32", tmp_path / "onnx-fp32")
     _write(tmp_path / "photo.png", (np.random.default_rng(3).random((40, 56, 3)) * 255).astype(np.uint8))
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
 

@@ -28,7 +28,7 @@ def onnx_artifacts(tmp_path_factory):
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("art")
     model = save_model(build_model("nano"), root / "nano.safetensors")
-    export_model(model, "onnx", "fp32", root, shapes=((64, 64),))
+    export_model(model, "onnx", "fp32", root, validate=False, shapes=((64, 64),))
     good, broken = root / "onnx-fp32", root / "broken"
     shutil.copytree(good, broken)
     graph = onnx.load(str(broken / "model.onnx"))
