@@ -340,8 +340,7 @@ def _combos(backends: list[str], precisions: list[str]) -> list[tuple[str, str]]
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
-    from runtimes.parity import Combo, large_item, markdown, run_parity
-
+    from .comparison.parity import Combo, large_item, markdown, run_parity
     from .evaluate import paired_items, synthetic_items
 
     if not args.pairs and not args.clean:
@@ -362,7 +361,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from runtimes.bench import markdown, plot_png, run_bench
+    from .comparison.bench import markdown, plot_png, run_bench
 
     combos = _combos(args.backends, args.precisions)
     report = run_bench(

@@ -273,7 +273,7 @@ def test_folder_skips_are_mentioned(model_path, tmp_path, capsys):
 def test_bench_reports_a_dead_or_failing_child_as_a_failed_row(model_path, tmp_path, capsys):
     import multiprocessing as mp
 
-    from runtimes.bench import _result_of
+    from baryir.comparison.bench import _result_of
 
     ctx = mp.get_context("spawn")
     results = ctx.Queue()

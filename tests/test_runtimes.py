@@ -290,7 +290,7 @@ def test_restore_refuses_decompression_bombs_before_decoding(model_path, tmp_pat
 def test_parity_cache_never_serves_another_checkpoints_export(model_path, tmp_path):
     from baryir import build_model
     from baryir.checkpoints import file_sha256
-    from runtimes.parity import artifact_for
+    from baryir.comparison.parity import artifact_for
 
     torch.manual_seed(1)  # same architecture, other weights (a retrained model saved elsewhere)
     retrained = save_model(build_model("nano"), tmp_path / "retrained.safetensors")

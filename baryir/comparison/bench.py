@@ -14,16 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from baryir.io.atomic import atomic_write
+from runtimes.base import BackendUnavailable
+from runtimes.environment import describe_cpu, library_versions
+from runtimes.verify import ArtifactCheckError
 
-from .base import BackendUnavailable
-from .environment import describe_cpu, library_versions
+from ..io.atomic import atomic_write
 from .parity import artifact_for, open_runner
-from .verify import ArtifactCheckError
 
 
 def _artifact_bytes(artifact: str) -> int:
-    from baryir.checkpoints import resolve_model_path
+    from ..checkpoints import resolve_model_path
 
     path = Path(artifact) if Path(artifact).exists() else resolve_model_path(artifact)
     if path.is_dir():

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from baryir.checkpoints import file_sha256
-from baryir.evaluate import EvalItem
-from baryir.metrics import psnr, ssim
+from runtimes.base import BackendUnavailable
+from runtimes.loader import load_runner
+from runtimes.verify import ArtifactCheckError
 
-from .base import BackendUnavailable
-from .loader import load_runner
-from .verify import ArtifactCheckError
+from ..checkpoints import file_sha256
+from ..evaluate import EvalItem
+from ..metrics import psnr, ssim
 
 #: Default budgets: FP32/FP16/BF16 against PyTorch FP32 (dB), INT8 as loss against the target.
 BUDGETS = {
