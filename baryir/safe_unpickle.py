@@ -1,8 +1,8 @@
 """Read ``torch.save`` files (the published BaryIR checkpoints) without running any code.
 
-``torch.load`` is never called: it would hand a TorchScript archive to ``torch.jit.load``
-(which runs the archive's code) and, with a custom pickle module, needs
-``weights_only=False``. Instead this module reads the zip container itself:
+``torch.load`` is never called: it would hand a TorchScript archive to TorchScript's loader
+(which runs the archive's code) and, with a custom pickle module, it needs its unsafe mode.
+Instead this module reads the zip container itself:
 
 1. The archive is inspected before anything is unpickled. TorchScript archives and any zip
    holding code (``code/``, ``*.py``, ``constants.pkl``, ``bytecode.pkl``, or any pickle other
