@@ -91,9 +91,20 @@ def test_ptq_quantizers_are_signed_and_reload_exactly(ptq):
     assert [n for n in names if re.search(r"encoder_level2/\d+/ffn/(dwconv|mul|project_out)", n)]
 
 
-def test_int8_onnx_is_symmetric_and_runtimes_agree(ptq, tmp_path):
+@pytest.fixture(scope="module")
+def int8_exports(ptq, tmp_path_factory):
+    """The validated INT8 exports of the PTQ model, laid out as parity's cache (one export for
+    the tests that inspect, run and compare them)."""
+    from baryir.checkpoints import file_sha256
+
     path, _ = ptq
-    results = export_model(path, "onnx,openvino,tensorrt", "int8", tmp_path, shapes=((64, 64),))
+    cache = tmp_path_factory.mktemp("int8-cache")
+    folder = cache / file_sha256(path)[:16]
+    return cache, folder, export_model(path, "onnx,openvino,tensorrt", "int8", folder, shapes=((64, 64),))
+
+
+def test_int8_onnx_is_symmetric_and_runtimes_agree(int8_exports):
+    _, tmp_path, results = int8_exports
     assert all(r["precision"] == "int8" for r in results)
     onnx_path = tmp_path / "onnx-int8" / "model.onnx"
     assert check_onnx_for_tensorrt(onnx_path) == []  # int8 zero points, all 0
@@ -122,13 +133,12 @@ def test_int8_onnx_is_symmetric_and_runtimes_agree(ptq, tmp_path):
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="oneDNN's x86 int8 kernels only")
-def test_openvino_int8_is_right_without_vnni(ptq, tmp_path):
+def test_openvino_int8_is_right_without_vnni(int8_exports, tmp_path):
     """With oneDNN capped to AVX2 (what a CPU without VNNI runs) the OpenVINO INT8 artifact
     passes `baryir verify`; full-range 8-bit weights missed by 10-20 dB there."""
-    path, _ = ptq
-    export_model(path, "openvino", "int8", tmp_path, validate=False, shapes=((64, 64),))
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
-    cmd = [sys.executable, "-m", "baryir.cli", "verify", str(tmp_path / "openvino-int8")]
+    _, folder, _ = int8_exports
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "XDG_CACHE_HOME": str(tmp_path)}
+    cmd = [sys.executable, "-m", "baryir.cli", "verify", str(folder / "openvino-int8")]
     verify = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert verify.returncode == 0 and "| pass |" in verify.stdout, verify.stdout + verify.stderr[-2000:]
 
@@ -176,10 +186,11 @@ def test_int8_needs_a_quantized_model(float_path, tmp_path):
         export_model(float_path, "onnx", "int8", tmp_path)
 
 
-def test_parity_int8_rows(ptq, float_path, tmp_path, photo_dir):
+def test_parity_int8_rows(ptq, int8_exports, float_path, tmp_path, photo_dir):
     path, _ = ptq
+    cache, _, _ = int8_exports  # parity finds the INT8 artifacts there and exports only what is missing
     report = tmp_path / "parity.json"
-    main(
+    code = main(
         [
             "parity",
             "--model",
@@ -198,12 +209,13 @@ def test_parity_int8_rows(ptq, float_path, tmp_path, photo_dir):
             "--precisions",
             "int8",
             "--cache",
-            str(tmp_path / "cache"),
+            str(cache),
             "--json",
             str(report),
         ]
     )
     rows = {(r["backend"], r["precision"]): r for r in json.loads(report.read_text())["rows"]}
+    assert code == (0 if all(r["passed"] for r in rows.values()) else 1)  # the exit code says what the rows say
     assert {("onnxruntime", "int8"), ("openvino", "int8")} <= set(rows)
     ort, ov = rows["onnxruntime", "int8"], rows["openvino", "int8"]
     for row in (ort, ov):
