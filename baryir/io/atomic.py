@@ -76,5 +76,6 @@ def refuse_overwriting_inputs(inputs: Iterable[str | Path], outputs: Iterable[st
         if out is None:
             continue
         for src in inputs:
-            if same_file(src, out) or Path(src).resolve().is_relative_to(Path(out).resolve()) and Path(out).is_dir():
+            inside = Path(out).is_dir() and Path(src).resolve().is_relative_to(Path(out).resolve())
+            if same_file(src, out) or inside:
                 raise ValueError(f"{out}: would overwrite the input {src}; choose another output path")
