@@ -16,10 +16,9 @@ from pathlib import Path
 import torch
 
 from baryir.inference import PAD_MULTIPLE
-from runtimes.compare import compare
 
-from .common import ExportContext, validation_image, validation_sizes
-from .wrapper import INPUT_NAME, OUTPUT_NAME, DeploymentModel, reference_output
+from .common import ExportContext, validate_runner, validation_sizes
+from .wrapper import INPUT_NAME, OUTPUT_NAME, DeploymentModel
 
 OPSET = 17
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "int8": torch.float32}
@@ -86,12 +85,7 @@ def export_onnx(ctx: ExportContext, precision: str, path: Path) -> dict:
 
 def validate_onnx(ctx: ExportContext, precision: str, path: Path, large: bool = False) -> list[dict]:
     """Compare ONNX Runtime (CPU) with PyTorch FP32 at several sizes; one row per size."""
-    _, ort, _ = _require()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    rows = []
-    for h, w in validation_sizes(large):
-        image = validation_image(h, w)
-        ours = session.run([OUTPUT_NAME], {INPUT_NAME: image.numpy()})[0]
-        ref = reference_output(ctx.model, image).numpy()
-        rows.append({"size": [h, w], **compare(ours, ref)})
-    return rows
+    from runtimes.backends.onnxruntime_runner import OnnxRuntimeRunner
+
+    with OnnxRuntimeRunner(str(path), "cpu", precision) as runner:
+        return validate_runner(ctx, runner, validation_sizes(large))

@@ -63,9 +63,8 @@ def export_openvino(ctx: ExportContext, precision: str, path: Path) -> dict:
     if precision == "int8":
         low, high = CPU_WEIGHT_LEVELS
         weights = f"int8 weights in [{low}, {high}] ({halved} tensors; right without VNNI), FakeQuantize from Q/DQ"
-    else:
-        weights = {"fp32": "float32", "fp16": "float16"}[precision]
-    return {"weights": weights}
+        return {"weights": weights, "weight_levels": [low, high]}
+    return {"weights": {"fp32": "float32", "fp16": "float16"}[precision]}
 
 
 def validate_openvino(ctx: ExportContext, precision: str, path: Path, large: bool = False) -> list[dict]:

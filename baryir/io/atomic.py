@@ -25,7 +25,8 @@ def default_file_mode() -> int:
 
 def fsync_path(path: str | Path) -> None:
     """fsync a file or a folder (a folder's entry list holds the rename)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if Path(path).is_dir() else os.O_RDONLY)
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if Path(path).is_dir() else 0)
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     except OSError:  # some file systems cannot fsync a folder; the data itself was synced

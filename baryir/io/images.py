@@ -356,8 +356,10 @@ def encode_image(pic: Picture, fmt: str) -> tuple[bytes, list[str]]:
         params["dpi"] = pic.dpi
     if fmt == "JPEG":
         params["quality"] = 95
+    elif fmt == "WEBP" and pic.lossless:
+        params["lossless"] = True
     elif fmt == "WEBP":
-        params.update(lossless=True) if pic.lossless else params.update(quality=95)
+        params["quality"] = 95
     buf = io.BytesIO()
     try:
         im.save(buf, format=fmt, **params)
