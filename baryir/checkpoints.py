@@ -22,7 +22,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .io.atomic import atomic_write
-from .model import CONFIGS, UNUSED_PUBLISHED_PREFIXES, BaryConfig, BaryNet, Potentials, get_config
+from .model import CONFIGS, UNUSED_PUBLISHED_PREFIXES, BaryConfig, BaryNet, Potentials
+from .model.configs import config_from_spec, with_overrides
 from .safe_unpickle import safe_torch_load, to_state_dict
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -42,12 +43,11 @@ def shipped_models() -> dict[str, Path]:
 
 
 def build_model(config: str | BaryConfig = "mobile", **overrides: Any) -> BaryNet:
-    """A freshly initialised BaryNet from a config name or object, with field overrides."""
+    """A freshly initialised BaryNet from a config (a name, a JSON file, see
+    :func:`config_from_spec`, or an object), with field overrides."""
     if isinstance(config, str):
-        config = get_config(config, **overrides)
-    elif overrides:
-        config = BaryConfig.from_dict({**config.to_dict(), **overrides})
-    return BaryNet(config)
+        config = config_from_spec(config)
+    return BaryNet(with_overrides(config, **overrides))
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, kind: str, metadata: dict[str, str]) -> Path:
@@ -140,6 +140,10 @@ def infer_config(state: dict[str, torch.Tensor]) -> BaryConfig:
             for stack in ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
         )
         out_channels = state["output.weight"].shape[0]
+        widths = (embed.shape[0],) + tuple(
+            state[f"{stack}.0.attn.project_out.weight"].shape[0]
+            for stack in ("encoder_level2", "encoder_level3", "latent")
+        )
     except KeyError as e:
         raise ValueError(f"not a BaryNet state dict: missing {e.args[0]!r}") from None
     if embed.dim() != 4:
@@ -152,6 +156,7 @@ def infer_config(state: dict[str, torch.Tensor]) -> BaryConfig:
         num_refinement_blocks=_count(state, "refinement"),
         bary_blocks=_count(state, "barylatent"),
         heads=heads,
+        widths=widths,
         ffn_expansion_factor=_ffn_factor(state),
         bias="output.bias" in state,
         norm_type="WithBias" if "encoder_level1.0.norm1.body.bias" in state else "BiasFree",
@@ -170,7 +175,16 @@ def infer_potentials(state: dict[str, torch.Tensor]) -> tuple[int, int, int, int
     return count, channels, pool, groups
 
 
-_SHAPE_FIELDS = ("dim", "inp_channels", "out_channels", "num_blocks", "num_refinement_blocks", "bary_blocks", "heads")
+_SHAPE_FIELDS = (
+    "dim",
+    "widths",
+    "inp_channels",
+    "out_channels",
+    "num_blocks",
+    "num_refinement_blocks",
+    "bary_blocks",
+    "heads",
+)
 
 
 def check_config(config: BaryConfig, state: dict[str, torch.Tensor]) -> None:

@@ -237,7 +237,7 @@ class Trainer:
             model = load_model(opts.init) if opts.init else build_model(opts.config)
         self.model = model.train().to(self.device)
         cfg = self.model.config
-        self.pots = Potentials(len(self.data.sources), cfg.dim * 8, cfg.potential_pool).to(self.device)
+        self.pots = Potentials(len(self.data.sources), cfg.level_widths[3], cfg.potential_pool).to(self.device)
         self.lambdas = self.data.lambdas.to(self.device)
         self.opt_model = _optimizer(opts.optimizer, self.model.parameters(), opts.lr)
         self.opt_pots = _optimizer(opts.optimizer, self.pots.parameters(), opts.pots_lr or opts.lr)

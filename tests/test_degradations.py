@@ -12,7 +12,9 @@ from baryir.data.degradations import (
     RainSettings,
     add_gaussian_noise,
     add_haze,
+    add_haze_varied,
     add_low_light,
+    add_rain_varied,
     degrade,
     depth_proxy,
     gaussian_kernel,
@@ -96,3 +98,34 @@ def test_the_torch_free_task_names_are_the_degradations():
     from baryir.data.tasks import FIVE_TASK, TASK_NAMES, THREE_TASK
 
     assert tuple(TASKS) == TASK_NAMES and set(THREE_TASK) | set(FIVE_TASK) <= set(TASKS)
+
+
+def _photo() -> torch.Tensor:
+    """A textured 96x128 picture: smooth colour gradients plus a bright sky band."""
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, 96), torch.linspace(0, 1, 128), indexing="ij")
+    img = torch.stack([0.3 + 0.4 * xs, 0.2 + 0.5 * ys, 0.5 + 0.2 * torch.sin(8 * xs)])
+    img[:, :20] = 0.9
+    return img
+
+
+def test_varied_rain_spans_light_to_heavy_generators():
+    img = _photo()
+    change = torch.tensor(
+        [(add_rain_varied(img, torch.Generator().manual_seed(s)) - img).abs().mean() for s in range(24)]
+    )
+    assert change.min() > 0
+    assert change.max() / change.min() > 3  # sparse single layers and dense multi-layer rain both occur
+
+
+def test_varied_haze_uses_different_depth_proxies_and_scatters_towards_airlight():
+    img = _photo()
+    deltas = []
+    for s in range(12):
+        out = add_haze_varied(img, torch.Generator().manual_seed(s))
+        # I = J t + A (1 - t) with airlight A >= 0.6 * 0.92: between J and A, dark parts brighter
+        assert (out >= torch.minimum(img, torch.tensor(0.6 * 0.92)) - 1e-5).all()
+        dark = img < 0.5
+        assert out[dark].mean() > img[dark].mean()
+        deltas.append((out - img).mean(0).flatten())
+    corr = torch.corrcoef(torch.stack(deltas))
+    assert corr.min() < 0.5  # not one depth map with different strengths

@@ -72,6 +72,41 @@ def test_config_overrides_and_validation():
         build_model("mobile", heads=(3, 2, 4, 8))
 
 
+def test_per_level_widths_build_infer_and_round_trip():
+    from baryir.checkpoints import infer_config
+    from baryir.model import BaryConfig
+
+    cfg = get_config("mobile", widths=(16, 32, 64, 96), num_blocks=(2, 3, 4, 1))
+    model = build_model(cfg)
+    state = model.state_dict()
+    assert state["latent.0.attn.project_out.weight"].shape[0] == 96
+    assert state["decoder_level1.0.attn.project_out.weight"].shape[0] == 32  # 2 x widths[0]
+    assert infer_config(state) == cfg
+    assert BaryConfig.from_dict(cfg.to_dict()) == cfg
+    x = torch.rand(1, 3, 40, 56)
+    assert model.eval()(x).shape == x.shape
+    # the published doubling has one spelling, so files of the published topology stay as they were
+    doubling = get_config("mobile", widths=(16, 32, 64, 128))
+    assert doubling == get_config("mobile") and "widths" not in doubling.to_dict()
+    assert {k: v.shape for k, v in build_model(doubling).state_dict().items()} == {
+        k: v.shape for k, v in build_model("mobile").state_dict().items()
+    }
+    with pytest.raises(ValueError, match="widths\\[0\\] must equal dim"):
+        get_config("mobile", widths=(24, 32, 64, 96), dim=16)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        get_config("mobile", widths=(16, 30, 64, 96))
+    with pytest.raises(ValueError, match="level 4: 8 heads do not divide its 100 channels"):
+        get_config("mobile", widths=(16, 32, 64, 100))
+
+
+def test_config_that_disagrees_with_the_widths_is_refused():
+    from baryir.checkpoints import model_from_state_dict
+
+    state = build_model(get_config("nano", widths=(8, 16, 32, 48))).state_dict()
+    with pytest.raises(ValueError, match="widths=None but the tensors say \\(8, 16, 32, 48\\)"):
+        model_from_state_dict(state, get_config("nano"))
+
+
 @pytest.mark.slow
 def test_deployment_graph_exports_once_for_many_sizes():
     """One torch.export with symbolic H and W (multiples of 8) reproduces eager at two sizes:

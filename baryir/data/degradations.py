@@ -9,6 +9,7 @@ as in the published trainer).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from collections.abc import Callable
@@ -110,6 +111,74 @@ def add_rain(img: torch.Tensor, gen: torch.Generator, settings: RainSettings = R
     return (img + layer).clamp(0, 1)
 
 
+def _choice(gen: torch.Generator, n: int, weights: tuple[float, ...] | None = None) -> int:
+    """An index in range(n), uniform or with the given (unnormalised) weights."""
+    if weights is None:
+        return int(torch.randint(n, (), generator=gen))
+    return int(torch.multinomial(torch.tensor(weights), 1, generator=gen))
+
+
+#: Streak families of the varied rain: Rain100L-like sparse soft streaks, a denser medium
+#: rain, short crisp drizzle and Rain100H-like heavy rain.
+RAIN_FAMILIES = (
+    RAIN_LIGHT,
+    RainSettings(density=(0.003, 0.01), length=(15, 45), width=(1.0, 2.0), brightness=(0.4, 0.8)),
+    RainSettings(density=(0.004, 0.015), length=(6, 18), width=(0.8, 1.4), softness=(0.0, 0.6), brightness=(0.3, 0.7)),
+    RAIN_HEAVY,
+)
+#: How often each family is drawn, and how often a picture gets one, two or three layers.
+RAIN_FAMILY_WEIGHTS = (0.4, 0.25, 0.2, 0.15)
+RAIN_LAYER_WEIGHTS = (0.5, 0.35, 0.15)
+
+
+def raindrops(height: int, width: int, gen: torch.Generator, count: tuple[int, int] = (2, 12)) -> torch.Tensor:
+    """A (H, W) mask in [0, 1] of a few soft round drops on the lens (radius 2-5 % of the side)."""
+    n = int(torch.randint(count[0], count[1] + 1, (), generator=gen))
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij"
+    )
+    side = min(height, width)
+    centres = torch.rand(n, 2, generator=gen) * torch.tensor([height, width])
+    radii = side * (0.02 + 0.03 * torch.rand(n, generator=gen))
+    dist = ((ys[None] - centres[:, 0, None, None]) ** 2 + (xs[None] - centres[:, 1, None, None]) ** 2).sqrt()
+    return (1.5 * (1 - dist / radii[:, None, None])).clamp(0, 1).amax(0)
+
+
+def add_rain_varied(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Rain from several generators, for models that must help on rain they were not trained on.
+
+    One to three streak layers (each from one of :data:`RAIN_FAMILIES`, angles near one
+    common direction), screen, additive or alpha blend; sometimes a rain veil (airlight
+    scattered by the rain), a slightly blurred background or drops on the lens.
+    """
+    h, w = img.shape[-2:]
+    direction = _uniform(gen, -25, 25)
+    out = img
+    for _ in range(1 + _choice(gen, 3, RAIN_LAYER_WEIGHTS)):
+        family = RAIN_FAMILIES[_choice(gen, len(RAIN_FAMILIES), RAIN_FAMILY_WEIGHTS)]
+        spread = _uniform(gen, -8, 8)
+        settings = dataclasses.replace(family, angle=(direction + spread, direction + spread))
+        layer = rain_layer(h, w, gen, settings)[None]
+        blend = _choice(gen, 3)
+        if blend == 0:
+            out = 1 - (1 - out) * (1 - layer)
+        elif blend == 1:
+            out = out + layer
+        else:
+            out = out * (1 - layer) + layer * _uniform(gen, 0.7, 1.0)
+        out = out.clamp(0, 1)
+    if torch.rand((), generator=gen) < 0.3:  # veil: the haze that heavy rain brings
+        veil = _uniform(gen, 0.05, 0.25)
+        out = out * (1 - veil) + veil * _uniform(gen, 0.7, 1.0)
+    if torch.rand((), generator=gen) < 0.2:
+        out = _conv_same(out, gaussian_kernel(_uniform(gen, 0.3, 0.9)))
+    if torch.rand((), generator=gen) < 0.2:  # drops: blurred, slightly brighter discs
+        mask = raindrops(h, w, gen)[None]
+        blurred = _conv_same(out, gaussian_kernel(_uniform(gen, 1.5, 3.0)))
+        out = out * (1 - mask) + (blurred * 0.9 + 0.1) * mask
+    return out.clamp(0, 1)
+
+
 # ---------------------------------------------------------------- haze
 def depth_proxy(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """A plausible relative depth in [0, 1] (1 = far): a tilted vertical ramp (far at the top)
@@ -145,6 +214,56 @@ def add_haze(
     a = _uniform(gen, *airlight)
     tint = 1 + 0.05 * (torch.rand(3, 1, 1, generator=gen) - 0.5)
     return (img * t + (a * tint).clamp(0, 1) * (1 - t)).clamp(0, 1)
+
+
+def _smooth_field(height: int, width: int, gen: torch.Generator, cells: int) -> torch.Tensor:
+    """A (H, W) smooth random field in [0, 1]: a ``cells`` x ``cells`` grid, bicubic upsampled."""
+    grid = torch.rand(1, 1, cells, cells, generator=gen)
+    field = F.interpolate(grid, size=(height, width), mode="bicubic", align_corners=True)[0, 0]
+    return (field - field.min()) / (field.max() - field.min()).clamp(min=1e-6)
+
+
+def depth_proxies(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A relative depth in [0, 1] from one of several proxies (or a mix of two): the
+    ramp-and-brightness proxy of :func:`depth_proxy`, a horizon (far above a random row), a
+    dark-channel cue (bright local minima are far) and a smooth random field."""
+    h, w = img.shape[-2:]
+
+    def horizon() -> torch.Tensor:
+        row = _uniform(gen, 0.2, 0.7)
+        ys = torch.linspace(0, 1, h)[:, None].expand(h, w)
+        return torch.where(ys < row, 1.0, (1 - (ys - row) / (1 - row)).clamp(0, 1) * 0.9)
+
+    def dark_channel() -> torch.Tensor:
+        k = max(3, (min(h, w) // 16) | 1)
+        dark = -F.max_pool2d(-img.amin(0)[None, None], k, stride=1, padding=k // 2)[0, 0]
+        return _conv_same(dark[None], torch.ones(k, k) / (k * k))[0]
+
+    proxies = (
+        lambda: depth_proxy(img, gen),
+        horizon,
+        dark_channel,
+        lambda: _smooth_field(h, w, gen, 2 + _choice(gen, 4)),
+    )
+    d = proxies[_choice(gen, len(proxies))]()
+    if torch.rand((), generator=gen) < 0.4:
+        mix = _uniform(gen, 0.2, 0.8)
+        d = mix * d + (1 - mix) * proxies[_choice(gen, len(proxies))]()
+    return (d - d.min()) / (d.max() - d.min()).clamp(min=1e-6)
+
+
+def add_haze_varied(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Haze from several generators: one of :func:`depth_proxies`, beta 0.4-2.2 (sometimes
+    non-homogeneous, modulated by a smooth field), airlight 0.6-1.0 with a colour tint of up
+    to ±8 % per channel."""
+    h, w = img.shape[-2:]
+    beta = _uniform(gen, 0.4, 2.2)
+    if torch.rand((), generator=gen) < 0.3:
+        beta = beta * (0.6 + 0.8 * _smooth_field(h, w, gen, 3))
+    t = torch.exp(-beta * depth_proxies(img, gen))[None]
+    tint = 1 + 0.16 * (torch.rand(3, 1, 1, generator=gen) - 0.5)
+    airlight = (_uniform(gen, 0.6, 1.0) * tint).clamp(0, 1)
+    return (img * t + airlight * (1 - t)).clamp(0, 1)
 
 
 # ---------------------------------------------------------------- blur
@@ -224,7 +343,9 @@ TASKS: dict[str, Task] = {
         Task("denoise", "denoise", add_gaussian_noise_range),
         Task("derain", "derain", add_rain),
         Task("derain_heavy", "derain", lambda img, gen: add_rain(img, gen, RAIN_HEAVY)),
+        Task("derain_mix", "derain", add_rain_varied),
         Task("dehaze", "dehaze", add_haze),
+        Task("dehaze_mix", "dehaze", add_haze_varied),
         Task("deblur", "deblur", add_motion_blur),
         Task("lowlight", "lowlight", add_low_light),
         Task("jpeg", "jpeg", add_jpeg),

@@ -10,11 +10,15 @@ TASK_NAMES = (
     "denoise",
     "derain",
     "derain_heavy",
+    "derain_mix",
     "dehaze",
+    "dehaze_mix",
     "deblur",
     "lowlight",
     "jpeg",
 )
 #: The paper's two settings.
 THREE_TASK = ("denoise_15", "denoise_25", "denoise_50", "derain", "dehaze")
+#: The three tasks with rain and haze from several generators (``derain_mix``, ``dehaze_mix``).
+THREE_TASK_VARIED = ("denoise_15", "denoise_25", "denoise_50", "derain_mix", "dehaze_mix")
 FIVE_TASK = ("derain", "dehaze", "denoise_25", "deblur", "lowlight")

@@ -164,12 +164,14 @@ class OverlapPatchEmbed(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Halve resolution, double channels: 3x3 conv to C/2 then pixel-unshuffle by 2."""
+    """Halve resolution: 3x3 conv to ``out/4`` channels then pixel-unshuffle by 2 (``out``
+    defaults to 2C, the published doubling)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, out: int | None = None) -> None:
         super().__init__()
+        out = 2 * channels if out is None else out
         self.body = nn.Sequential(
-            nn.Conv2d(channels, channels // 2, kernel_size=3, padding=1, bias=False),
+            nn.Conv2d(channels, out // 4, kernel_size=3, padding=1, bias=False),
             nn.PixelUnshuffle(2),
         )
 
@@ -178,12 +180,14 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Double resolution, halve channels: 3x3 conv to 2C then pixel-shuffle by 2."""
+    """Double resolution: 3x3 conv to ``4·out`` channels then pixel-shuffle by 2 (``out``
+    defaults to C/2, the published halving)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, out: int | None = None) -> None:
         super().__init__()
+        out = channels // 2 if out is None else out
         self.body = nn.Sequential(
-            nn.Conv2d(channels, channels * 2, kernel_size=3, padding=1, bias=False),
+            nn.Conv2d(channels, 4 * out, kernel_size=3, padding=1, bias=False),
             nn.PixelShuffle(2),
         )
 
