@@ -10,6 +10,10 @@ import sys
 from pathlib import Path
 
 from .data.tasks import TASK_NAMES, THREE_TASK
+from .formats import BACKEND_NAMES, FORMATS
+
+#: The per-format export options (argparse dests), from the format table.
+EXPORT_OPTIONS = tuple(name for f in FORMATS.values() for name in f.options)
 
 log = logging.getLogger("baryir")
 
@@ -26,7 +30,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .model import CONFIGS
     from .model.complexity import count_gmacs, count_parameters, cpu_latency_ms
 
-    model = build_model(args.model) if args.model in CONFIGS else load_model(args.model)
+    is_config = args.model in CONFIGS or args.model.endswith(".json")
+    model = build_model(args.model) if is_config else load_model(args.model)
     h, w = args.size
     info = {
         "model": args.model,
@@ -136,7 +141,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not args.pairs and not args.clean:
         print("error: give --pairs INPUT_DIR TARGET_DIR and/or --clean DIR --tasks ...", file=sys.stderr)
         return 2
-    from quantize.checkpoint import is_quantized, load_quantized
+    from baryir.quantize.checkpoint import is_quantized, load_quantized
 
     quantized = is_quantized(args.model)
     # a quantized checkpoint runs as NNCF's fake-quantized PyTorch model (INT8 runtimes: baryir parity)
@@ -171,13 +176,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from .checkpoints import load_model
-    from .data.images import comparison_grid, list_images, read_rgb, write_png
+    from .data.images import EXAMPLES_DIR, comparison_grid, list_images, read_rgb, write_png
     from .inference import restore_tensor
 
     model = load_model(args.model)
     out = Path(args.out)
     rows = []
-    for path in list_images(Path(__file__).parent / "examples"):
+    for path in list_images(EXAMPLES_DIR):
         degraded = read_rgb(path)
         restored = restore_tensor(model, degraded)
         print(f"restored {path.name} -> {write_png(restored, out / path.name)}")
@@ -188,8 +193,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
-    from export.api import ExportValidationError, export_model
-    from export.common import DEFAULT_SHAPES
+    from baryir.export.api import ExportValidationError, export_model
+    from baryir.export.common import DEFAULT_SHAPES
 
     try:
         results = export_model(
@@ -200,10 +205,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             shapes=tuple(args.shapes or DEFAULT_SHAPES),
             validate=not args.no_validate,
             large=args.validate_large,
-            coreml_io=args.coreml_io,
-            coreml_flexible=args.coreml_flexible,
-            coreml_weights=args.coreml_weights,
-            max_batch=args.max_batch,
+            **{k: getattr(args, k) for k in EXPORT_OPTIONS if getattr(args, k) is not None},
         )
     except ExportValidationError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -230,7 +232,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- quantize
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from quantize.api import QuantizeOptions, run_quantize
+    from baryir.quantize.api import QuantizeOptions, run_quantize
 
     opts = QuantizeOptions(
         model=args.model,
@@ -266,9 +268,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from runtimes import Tiling, load_runner
-    from runtimes.loader import model_dim
-    from runtimes.restore import expand_inputs, plan_outputs, restore_file
+    from baryir.runtimes import Tiling, load_runner
+    from baryir.runtimes.loader import model_dim
+    from baryir.runtimes.restore import expand_inputs, plan_outputs, restore_file
 
     paths, skipped = expand_inputs(args.inputs)
     for path in skipped:
@@ -300,8 +302,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- verify
 def cmd_verify(args: argparse.Namespace) -> int:
-    from runtimes import load_runner
-    from runtimes.verify import artifact_folder, verify_runner
+    from baryir.runtimes import load_runner
+    from baryir.runtimes.verify import artifact_folder, verify_runner
 
     results = []
     for artifact in args.artifacts:
@@ -422,7 +424,7 @@ def _list_of(choices: list[str]) -> type[argparse.Action]:
 def _add_row_options(p: argparse.ArgumentParser) -> None:
     """The options ``parity`` and ``bench`` share: which model, backends and precisions make the rows."""
     p.add_argument("--model", default="default")
-    backends = ["torch", "onnxruntime", "openvino", "tensorrt", "coreml"]
+    backends = list(BACKEND_NAMES)
     p.add_argument(
         "--backends",
         nargs="+",
@@ -467,7 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
         "info",
         help="config, parameter count and GMACs of a model",
         description="Show a model's config, parameters and GMACs. MODEL is a config name "
-        "(paper, small, mobile, nano), a shipped name (default) or a file.",
+        "(paper, small, mobile, nano), a config JSON file (see train --config), a shipped name "
+        "(default) or a model file.",
     )
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--size", type=_size, default=(256, 256), help="input size HxW for GMACs (default 256x256)")
@@ -503,7 +506,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"task mix (default: the paper's 3-task setting {' '.join(THREE_TASK)})",
     )
     p.add_argument("-o", "--out", required=True, help="run folder (weights, state, metrics)")
-    p.add_argument("--config", default="mobile", help="named config to train from scratch (default mobile)")
+    p.add_argument(
+        "--config",
+        default="mobile",
+        help="config to train from scratch: a name (default mobile) or a JSON file of fields, "
+        'e.g. {"base": "mobile", "widths": [16, 32, 64, 96], "num_blocks": [2, 3, 4, 1]}',
+    )
     p.add_argument("--init", help="start from these weights instead (fine-tuning)")
     p.add_argument("--loss", choices=["bary", "l1"], default="bary", help="bary: the paper; l1: ablation")
     p.add_argument("--steps", type=int, default=10000)
@@ -593,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
         "PyTorch FP32 before it is written (FP32: max abs error <= 1e-4; FP16: >= 40 dB).",
     )
     p.add_argument("--model", default="default", help="shipped name or weights file (default: default)")
-    p.add_argument("--format", default="onnx", help="comma list of onnx, tensorrt, coreml, openvino, or all")
+    p.add_argument("--format", default="onnx", help=f"comma list of {', '.join(FORMATS)}, or all")
     p.add_argument("--precision", default="fp32", help="comma list of fp32, fp16, int8")
     p.add_argument(
         "--shapes",
@@ -602,25 +610,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="HxW list: CoreML enumerated sizes and the TensorRT profile (min/max cover them, opt is the first); "
         "default 256x256,480x640,720x1280,1080x1920",
     )
+    # Per-format options: None when not given, so that one given without its format is an error;
+    # their defaults live in baryir.formats.FORMATS.
     p.add_argument(
         "--coreml-io",
         choices=["image", "tensor"],
-        default="image",
-        help="image: CVPixelBuffer in/out for camera apps; tensor: float MLMultiArray",
+        help="CoreML only. image (default): CVPixelBuffer in/out for camera apps; tensor: float MLMultiArray",
     )
     p.add_argument(
         "--coreml-flexible",
         choices=["enumerated", "range"],
-        default="enumerated",
-        help="enumerated shapes run on the Neural Engine; range shapes fall back to GPU/CPU",
+        help="CoreML only. enumerated (default) shapes run on the Neural Engine; range shapes fall back to GPU/CPU",
     )
     p.add_argument(
         "--coreml-weights",
         choices=["float", "int8", "pal6", "pal4"],
-        default="float",
-        help="CoreML weight compression: int8 linear or 6/4-bit palettes (smaller app, same speed on the ANE)",
+        help="CoreML only. Weight compression: float (default), int8 linear or 6/4-bit palettes "
+        "(smaller app, same speed on the ANE)",
     )
-    p.add_argument("--max-batch", type=int, default=1, help="TensorRT profile maximum batch")
+    p.add_argument("--max-batch", type=int, help="TensorRT only. Profile maximum batch (default 1)")
     p.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch")
     p.add_argument("--validate-large", action="store_true", help="also validate at 2048x2048 (slow on CPU)")
     p.add_argument("-o", "--out", required=True, help="output folder")
@@ -637,9 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("-o", "--out", required=True, help="output folder (never the inputs' own files)")
     p.add_argument("--model", default="default", help="default, a checkpoint, or an exported artifact/folder")
-    p.add_argument(
-        "--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt", "coreml"]
-    )
+    p.add_argument("--backend", default="auto", choices=["auto", *BACKEND_NAMES])
     p.add_argument("--device", help="cpu/cuda (torch), cpu/cuda/tensorrt/coreml (onnxruntime), CPU/GPU/NPU (openvino)")
     p.add_argument("--precision", help="fp32/fp16/bf16 where the backend can choose (default: the artifact's)")
     p.add_argument(
@@ -711,7 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="write a latency bar chart (PNG) here")
     p.set_defaults(func=cmd_bench)
 
-    from quantize.scheme import DEFAULT_IGNORED, IGNORED_SCOPES
+    from baryir.quantize.scheme import DEFAULT_IGNORED, IGNORED_SCOPES
 
     p = sub.add_parser(
         "quantize",
@@ -788,8 +794,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, ModuleNotFoundError) and e.name == "torch":
             print(f"error: baryir {args.command} needs PyTorch: pip install 'baryir[torch]'", file=sys.stderr)
             return 2
-        name = f"{e.filename}: " if isinstance(e, OSError) and e.filename and str(e.filename) not in str(e) else ""
-        print(f"error: {name}{e.strerror if isinstance(e, OSError) and e.strerror else e}", file=sys.stderr)
+        if isinstance(e, OSError) and e.strerror:  # "FILE: reason", not Python's "[Errno 2] ...: 'FILE'"
+            print(f"error: {f'{e.filename}: ' if e.filename else ''}{e.strerror}", file=sys.stderr)
+        else:
+            print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # a bug or an unforeseen input: still one line, the traceback on --debug
         if args.debug:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-#: BaryNet downsamples three times: inputs must be multiples of 8 (padding is added here).
-PAD_MULTIPLE = 8
+from .formats import PAD_MULTIPLE  # BaryNet downsamples three times: inputs are padded to it here
 
 
 def torch_device(name: str | torch.device) -> torch.device:

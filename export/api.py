@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 from baryir.checkpoints import file_sha256, load_model, resolve_model_path
+from baryir.formats import Format, export_options, parse_request
 from baryir.io.atomic import refuse_overwriting_inputs
-from runtimes.compare import check_tolerance
+from baryir.runtimes.compare import check_tolerance
 
 from .common import (
     DEFAULT_SHAPES,
@@ -19,7 +20,6 @@ from .common import (
     write_golden,
     write_manifest,
 )
-from .formats import Format, parse_request
 
 
 class ExportValidationError(RuntimeError):
@@ -67,16 +67,16 @@ def _coreml(ctx: ExportContext, precision: str, tmp: Path, validate: bool, large
         ctx,
         precision,
         tmp / "model.mlpackage",
-        io=opts.get("coreml_io", "image"),
-        flexible=opts.get("coreml_flexible", "enumerated"),
-        weights=opts.get("coreml_weights", "float"),
+        io=opts["coreml_io"],
+        flexible=opts["coreml_flexible"],
+        weights=opts["coreml_weights"],
     )
     facts["spec"] = spec_summary(tmp / "model.mlpackage")
     facts["prediction_validated"] = False  # CoreML prediction runs on macOS only
     if platform.system() != "Darwin":
         facts.update(_not_validated_here("CoreML prediction needs macOS", "the converted program's spec"))
     if validate and platform.system() == "Darwin" and facts["io"] == "tensor":
-        from runtimes.compare import compare
+        from baryir.runtimes.compare import compare
 
         from .common import validation_image
         from .coreml_export import predict_coreml
@@ -101,7 +101,7 @@ def _tensorrt(ctx: ExportContext, precision: str, tmp: Path, validate: bool, lar
         validate_profile,
     )
 
-    profile = profile_from_shapes(ctx.shapes, ctx.options.get("max_batch", 1))
+    profile = profile_from_shapes(ctx.shapes, ctx.options["max_batch"])
     problems = validate_profile(profile)
     export_onnx(ctx, precision, tmp / "model.onnx")
     problems += check_onnx_for_tensorrt(tmp / "model.onnx")
@@ -119,7 +119,7 @@ def _tensorrt(ctx: ExportContext, precision: str, tmp: Path, validate: bool, lar
         )
         facts["engine_built"] = True
         if validate:
-            from runtimes.backends.tensorrt_runner import TensorRTRunner
+            from baryir.runtimes.backends.tensorrt_runner import TensorRTRunner
 
             with TensorRTRunner(str(tmp / "model.engine"), None, precision) as runner:
                 facts["validation"] = validate_runner(ctx, runner, list(ctx.shapes))
@@ -141,7 +141,7 @@ def source_checkpoint(model: str | Path, precision: str) -> Path:
     """The checkpoint an export of ``model`` at ``precision`` reads: the float model, or for
     ``int8`` a quantized checkpoint (a shipped name gives its shipped INT8 version)."""
     if precision == "int8":
-        from quantize.checkpoint import resolve_quantized
+        from baryir.quantize.checkpoint import resolve_quantized
 
         return resolve_quantized(model)
     return resolve_model_path(model)
@@ -160,10 +160,13 @@ def export_model(
     """Export ``model`` to every (format, precision) asked for, each into
     ``out_dir/<format>-<precision>/`` with ``manifest.json`` and ``golden.npz``.
 
-    Every combination is checked before any work; an artifact that misses its tolerance
-    against PyTorch raises :class:`ExportValidationError` and is not written.
+    ``options`` are the per-format options of :data:`baryir.formats.FORMATS` (one that no
+    requested format takes is an error). Every combination is checked before any work; an
+    artifact that misses its tolerance against PyTorch raises :class:`ExportValidationError`
+    and is not written.
     """
     jobs: list[tuple[Format, str]] = parse_request(formats, precisions)
+    options = export_options([f for f, _ in jobs], options)
     sources = [source_checkpoint(model, "int8" if p == "int8" else "fp32") for _, p in jobs]
     refuse_overwriting_inputs(sources, [Path(out_dir) / f"{fmt.name}-{p}" for fmt, p in jobs])
     contexts = {}
@@ -171,7 +174,7 @@ def export_model(
         path = source_checkpoint(model, "fp32")
         contexts["float"] = ExportContext(load_model(path), str(model), file_sha256(path), tuple(shapes), options)
     if any(p == "int8" for _, p in jobs):  # the quantized model: its fake-quantized output is the reference
-        from quantize.checkpoint import load_quantized
+        from baryir.quantize.checkpoint import load_quantized
 
         qpath = source_checkpoint(model, "int8")
         contexts["int8"] = ExportContext(load_quantized(qpath), str(qpath), file_sha256(qpath), tuple(shapes), options)

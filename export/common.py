@@ -14,18 +14,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from baryir.data.images import read_rgb
-from baryir.inference import PAD_MULTIPLE
+from baryir.data.images import EXAMPLES_DIR, read_rgb
+from baryir.formats import INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE
 from baryir.io.atomic import fsync_path
 from baryir.model import BaryNet
-from runtimes.compare import TOLERANCES, compare
-from runtimes.environment import library_versions as environment_versions
+from baryir.runtimes.compare import TOLERANCES, compare
+from baryir.runtimes.environment import library_versions as environment_versions
 
-from .wrapper import INPUT_NAME, OUTPUT_NAME, reference_output
+from .wrapper import reference_output
 
 #: Camera / preview resolutions (H, W) used as enumerated shapes and TensorRT profile points.
 DEFAULT_SHAPES: tuple[tuple[int, int], ...] = ((256, 256), (480, 640), (720, 1280), (1080, 1920))
-GOLDEN_EXAMPLE = Path(__file__).resolve().parent.parent / "baryir" / "examples" / "rain.png"
+GOLDEN_EXAMPLE = EXAMPLES_DIR / "rain.png"
 
 
 @dataclass

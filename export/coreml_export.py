@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from baryir.inference import PAD_MULTIPLE
+from baryir.formats import INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE
 
 from .common import ExportContext
-from .wrapper import INPUT_NAME, OUTPUT_NAME, DeploymentModel
+from .wrapper import DeploymentModel
 
 #: MIL ops kept in float32 under FP16 compute precision (reductions and what feeds off them).
 FP32_OPS = frozenset({"layer_norm", "reduce_mean", "reduce_sum", "sqrt", "rsqrt", "maximum", "real_div"})
@@ -112,7 +112,7 @@ def export_coreml(
         }
     )
     if weights != "float":
-        from quantize.coreml_compression import compress_weights
+        from baryir.quantize.coreml_compression import compress_weights
 
         mlmodel = compress_weights(mlmodel, weights)
         mlmodel.user_defined_metadata["baryir.weights"] = weights

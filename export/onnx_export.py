@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from baryir.inference import PAD_MULTIPLE
+from baryir.formats import INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE
 
 from .common import ExportContext, validate_runner, validation_sizes
-from .wrapper import INPUT_NAME, OUTPUT_NAME, DeploymentModel
+from .wrapper import DeploymentModel
 
 OPSET = 17
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "int8": torch.float32}
@@ -40,7 +40,7 @@ def export_onnx(ctx: ExportContext, precision: str, path: Path) -> dict:
     if precision not in _DTYPES:
         raise ValueError(f"ONNX precision must be one of {sorted(_DTYPES)}, not {precision!r}")
     if precision == "int8":
-        from quantize.onnx_qdq import qdq_export_mode
+        from baryir.quantize.onnx_qdq import qdq_export_mode
 
         export_mode = qdq_export_mode(ctx.model)
     else:
@@ -63,7 +63,7 @@ def export_onnx(ctx: ExportContext, precision: str, path: Path) -> dict:
         )
     graph = onnx.load(str(path))
     if precision == "int8":
-        from quantize.onnx_qdq import fold_weight_quantizers
+        from baryir.quantize.onnx_qdq import fold_weight_quantizers
 
         graph = fold_weight_quantizers(graph)
     graph = onnxslim.slim(graph)
@@ -85,7 +85,7 @@ def export_onnx(ctx: ExportContext, precision: str, path: Path) -> dict:
 
 def validate_onnx(ctx: ExportContext, precision: str, path: Path, large: bool = False) -> list[dict]:
     """Compare ONNX Runtime (CPU) with PyTorch FP32 at several sizes; one row per size."""
-    from runtimes.backends.onnxruntime_runner import OnnxRuntimeRunner
+    from baryir.runtimes.backends.onnxruntime_runner import OnnxRuntimeRunner
 
     with OnnxRuntimeRunner(str(path), "cpu", precision) as runner:
         return validate_runner(ctx, runner, validation_sizes(large))

@@ -4,7 +4,7 @@
 decompresses them and computes at its inference precision). Validation forces the CPU
 plugin to ``f32``: on CPUs with AMX/AVX512-BF16 it silently computes in bf16 otherwise.
 ``int8`` reads the Q/DQ ONNX of the quantized model (FakeQuantize in the IR) with its weights
-requantized to 7 bits (:func:`quantize.onnx_qdq.halve_weight_range`): CPUs without VNNI
+requantized to 7 bits (:func:`baryir.quantize.onnx_qdq.halve_weight_range`): CPUs without VNNI
 (AVX2 only) saturate int16 pair sums with full-range 8-bit weights, and one artifact must be
 right on every CPU class. Its float parts (the ignored scope) compute at the inference
 precision the runner sets (f32 unless asked otherwise).
@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtimes.compare import compare
+from baryir.formats import INPUT_NAME, OUTPUT_NAME
+from baryir.runtimes.compare import compare
 
 from .common import ExportContext, validation_image, validation_sizes
-from .wrapper import INPUT_NAME, OUTPUT_NAME, DeploymentModel, reference_output
+from .wrapper import DeploymentModel, reference_output
 
 
 def _require():
@@ -43,7 +44,7 @@ def export_openvino(ctx: ExportContext, precision: str, path: Path) -> dict:
             raise FileNotFoundError(f"{source}: OpenVINO int8 converts the Q/DQ ONNX; export ONNX int8 first")
         import onnx
 
-        from quantize.onnx_qdq import CPU_WEIGHT_LEVELS, halve_weight_range
+        from baryir.quantize.onnx_qdq import CPU_WEIGHT_LEVELS, halve_weight_range
 
         graph = onnx.load(str(source))
         halved = halve_weight_range(graph)
@@ -70,7 +71,7 @@ def export_openvino(ctx: ExportContext, precision: str, path: Path) -> dict:
 def validate_openvino(ctx: ExportContext, precision: str, path: Path, large: bool = False) -> list[dict]:
     """Max abs error against PyTorch FP32 at f32 inference precision and, for contrast, at
     the CPU plugin's default precision."""
-    from runtimes.backends.openvino_runner import compile_openvino
+    from baryir.runtimes.backends.openvino_runner import compile_openvino
 
     core = _require().Core()
     model = core.read_model(str(path))

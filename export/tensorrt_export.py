@@ -16,9 +16,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from baryir.inference import PAD_MULTIPLE
-
-from .wrapper import INPUT_NAME
+from baryir.formats import INPUT_NAME, PAD_MULTIPLE
 
 OPS_FILE = Path(__file__).with_name("tensorrt_onnx_ops.json")
 

@@ -13,9 +13,6 @@ from torch import nn
 
 from baryir.model import BaryNet
 
-INPUT_NAME = "image"
-OUTPUT_NAME = "restored"
-
 
 class DeploymentModel(nn.Module):
     """BaryNet in deployment mode with the output clamp (and optional 0-255 scale) fused in.

@@ -1,6 +1,6 @@
 """Quantization-aware fine-tuning: the training losses on the fake-quantized model.
 
-The quantized model (from :func:`quantize.ptq.quantize_ptq`) trains with the same min-max
+The quantized model (from :func:`baryir.quantize.ptq.quantize_ptq`) trains with the same min-max
 game as ``baryir train`` (L1 + the barycenter terms against fresh Kantorovich potentials),
 at a low learning rate, plus optional distillation ``distill * L1(restored, teacher)`` from
 the FP32 model. NNCF's quantizers pass straight-through gradients to the weights and learn

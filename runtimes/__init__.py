@@ -3,8 +3,10 @@
 Importing this package imports no backend library; each is loaded when a runner needs it.
 """
 
+from baryir.formats import BACKEND_NAMES
+
 from .base import BackendUnavailable, Runner, RunnerInfo
-from .loader import BACKENDS, load_runner
+from .loader import load_runner
 from .processing import Tiling
 
-__all__ = ["BACKENDS", "BackendUnavailable", "Runner", "RunnerInfo", "Tiling", "load_runner"]
+__all__ = ["BACKEND_NAMES", "BackendUnavailable", "Runner", "RunnerInfo", "Tiling", "load_runner"]

@@ -5,18 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from baryir.formats import BACKEND_NAMES, FORMATS, format_of_file
+
 from .base import Runner
 from .verify import artifact_folder, check_on_load
-
-#: backend -> (artifact suffixes, manifest format name)
-BACKENDS = {
-    "torch": ((".safetensors", ".pth", ".pt"), None),
-    "onnxruntime": ((".onnx",), "onnx"),
-    "openvino": ((".xml",), "openvino"),
-    "tensorrt": ((".engine", ".plan"), "tensorrt"),
-    "coreml": ((".mlpackage", ".mlmodel"), "coreml"),
-}
-_FORMAT_TO_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt", "coreml": "coreml"}
 
 
 def _resolve(artifact: str | Path) -> tuple[str, Path | str, dict]:
@@ -29,13 +21,16 @@ def _resolve(artifact: str | Path) -> tuple[str, Path | str, dict]:
                 f"{path} is a folder without manifest.json; pass the model file or an export folder"
             )
         manifest = json.loads(manifest_path.read_text())
-        return _FORMAT_TO_BACKEND[manifest["format"]], path / manifest["artifact"], manifest
+        fmt = FORMATS.get(manifest.get("format"))
+        if fmt is None:
+            raise ValueError(f"{manifest_path}: unknown format {manifest.get('format')!r}; re-export the artifact")
+        return fmt.backend, path / manifest["artifact"], manifest
     manifest_path = path.parent / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if path.exists() and manifest_path.exists() else {}
-    for backend, (suffixes, _) in BACKENDS.items():
-        if path.suffix in suffixes:
-            return backend, path, manifest
-    return "torch", str(artifact), {}  # a shipped name such as "default"
+    fmt = format_of_file(path)
+    if fmt is not None:
+        return fmt.backend, path, manifest
+    return "torch", str(artifact), {}  # a checkpoint or a shipped name such as "default"
 
 
 def model_dim(artifact: str | Path) -> int:
@@ -60,6 +55,8 @@ def load_runner(
     for; the runner's ``info`` says what really runs. An exported artifact first checks itself
     against its ``golden.npz`` on this machine (once; see :mod:`runtimes.verify`) unless
     ``verify`` is False: a miss raises ``ArtifactCheckError`` naming the cause."""
+    if backend not in ("auto", *BACKEND_NAMES):
+        raise ValueError(f"unknown backend {backend!r}; choose auto or one of {', '.join(BACKEND_NAMES)}")
     found, path, manifest = _resolve(artifact)
     if backend != "auto" and backend != found:
         if not (backend == "openvino" and found == "onnxruntime"):  # OpenVINO also reads ONNX

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PAD_MULTIPLE = 8
+from baryir.formats import PAD_MULTIPLE
+
 #: Measured default (docs/runtimes.md, "Tiles vs the whole image"): tiles this large differ from whole-image inference
 #: by well under one 8-bit level; overlap is blended with a linear ramp.
 DEFAULT_OVERLAP = 32

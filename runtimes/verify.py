@@ -17,18 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from baryir.formats import BY_BACKEND
 from baryir.io.atomic import atomic_write
 
 from .base import Runner
 from .compare import TOLERANCES, check_tolerance, compare
 from .environment import describe_cpu, int8_saturates, library_versions
-
-_RUNTIME_PACKAGES = {
-    "onnxruntime": "onnxruntime",
-    "openvino": "openvino",
-    "tensorrt": "tensorrt",
-    "coreml": "coremltools",
-}
 
 
 class ArtifactCheckError(RuntimeError):
@@ -95,7 +89,8 @@ def likely_cause(manifest: dict, runner: Runner) -> str:
 
 
 def _runtime_version(backend: str) -> str:
-    package = _RUNTIME_PACKAGES.get(backend, backend)
+    fmt = BY_BACKEND.get(backend)
+    package = fmt.runtime_package if fmt else backend
     return f"{package} {library_versions(package).get(package, '(version unknown)')}"
 
 

@@ -7,7 +7,7 @@ is skipped, an interrupted training run continues with ``--resume``.
 
     python scripts/config_study.py --data ../shared/data/train/* --clean ../shared/data/test/CBSD68 \\
         --pairs ../shared/data/test/Rain100L_sample/input ../shared/data/test/Rain100L_sample/target \\
-        --steps 1500 -o runs/config-study
+        -o runs/config-study
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ CANDIDATES: dict[str, dict] = {
     "mobile": {},
     "mid-deep": {"widths": [16, 32, 64, 96], "num_blocks": [2, 3, 4, 1]},
     "half-deep": {"widths": [16, 32, 64, 64], "num_blocks": [2, 4, 4, 2]},
-    "balanced": {"widths": [16, 32, 64, 96], "num_blocks": [2, 3, 3, 2]},
     "wide-ffn": {"widths": [16, 32, 64, 96], "num_blocks": [2, 2, 3, 1], "ffn_expansion_factor": 2.0},
 }
 EVAL_TASKS = ("denoise_15", "denoise_25", "denoise_50", "dehaze")
@@ -52,6 +51,7 @@ def train(name: str, run: Path, args: argparse.Namespace) -> Path:
         "train", "--config", str(config), "--data", *args.data, "--tasks", *args.tasks,
         "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--patch-size", str(args.patch_size),
         "--lr", str(args.lr), "--warmup", "100", "--workers", "1", "--seed", str(args.seed),
+        "--content-haze", str(args.content_haze),
         "--val-every", str(args.steps), "--ckpt-every", "250", "--no-progress", "-o", str(run), *resume,
     )  # fmt: skip
     return model
@@ -120,10 +120,11 @@ def main() -> int:
     parser.add_argument(
         "--tasks", nargs="+", default=["denoise_15", "denoise_25", "denoise_50", "derain_mix", "dehaze_mix"]
     )
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=900)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--patch-size", type=int, default=96)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--patch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--content-haze", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=68, help="CBSD68 photos per task")
     parser.add_argument("--no-bench", action="store_true", help="skip the latency rows")

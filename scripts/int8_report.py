@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from baryir.evaluate import evaluate, paired_items, synthetic_items
-from export.api import export_model
-from runtimes import load_runner
+from baryir.export.api import export_model
+from baryir.runtimes import load_runner
 
 TASKS = ["denoise_15", "denoise_25", "denoise_50", "dehaze"]
 

@@ -24,8 +24,8 @@ import torch
 from baryir.checkpoints import load_model
 from baryir.evaluate import synthetic_items
 from baryir.metrics import psnr
-from quantize.checkpoint import load_quantized, read_header
-from quantize.scheme import quantizers
+from baryir.quantize.checkpoint import load_quantized, read_header
+from baryir.quantize.scheme import quantizers
 
 
 def group_quantizers(model, extra: dict[str, str]) -> dict[str, list]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from baryir.evaluate import synthetic_items
 from baryir.metrics import psnr
-from runtimes import Tiling, load_runner
+from baryir.runtimes import Tiling, load_runner
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 def pytest_report_header(config) -> list[str]:
     """Every report names its environment: backend versions and the CPU's int8/bf16 features."""
-    from runtimes.environment import LIBRARIES, describe_cpu, library_versions
+    from baryir.runtimes.environment import LIBRARIES, describe_cpu, library_versions
 
     found = library_versions()
     versions = ", ".join(f"{name} {found.get(name, '-')}" for name in LIBRARIES)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +14,9 @@ import pytest
 import torch
 
 from baryir import save_model
-from export.api import export_model
-from export.common import atomic_artifact
-from export.formats import parse_request
-from export.tensorrt_export import (
+from baryir.export.api import export_model
+from baryir.export.common import atomic_artifact
+from baryir.export.tensorrt_export import (
     Profile,
     check_onnx_for_tensorrt,
     profile_from_shapes,
@@ -23,6 +24,7 @@ from export.tensorrt_export import (
     trtexec_command,
     validate_profile,
 )
+from baryir.formats import FORMATS, export_options, parse_request
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +58,19 @@ def test_format_table_refuses_bad_requests_before_work():
         parse_request("coreml", "int8")
     with pytest.raises(ValueError, match="unknown format 'tflite'.*unknown precision 'fp8'"):
         parse_request("tflite", "fp8")
+
+
+def test_format_options_are_checked_against_the_requested_formats(tmp_path):
+    onnx, coreml = FORMATS["onnx"], FORMATS["coreml"]
+    assert export_options([coreml], {"coreml_weights": "pal4"})["coreml_weights"] == "pal4"
+    assert export_options([onnx, coreml], {})["coreml_io"] == "image"  # defaults come from the table
+    with pytest.raises(ValueError, match="--coreml-weights applies to coreml only"):
+        export_options([onnx], {"coreml_weights": "pal4"})
+    # the CLI: one line, exit 2, nothing exported
+    args = ["export", "--model", "default", "--format", "onnx", "--coreml-weights", "pal4", "-o", str(tmp_path / "out")]
+    run = subprocess.run([sys.executable, "-m", "baryir.cli", *args], capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1
+    assert "--coreml-weights applies to coreml only" in run.stderr and not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
@@ -199,7 +214,7 @@ def test_tensorrt_engine_builds_and_matches_onnx(nano_path, tmp_path):
 @pytest.mark.slow
 def test_coreml_conversion_and_spec(nano_path, tmp_path):
     pytest.importorskip("coremltools")
-    from export.coreml_export import spec_summary
+    from baryir.export.coreml_export import spec_summary
 
     results = export_model(nano_path, "coreml", "fp16", tmp_path, shapes=((64, 64), (96, 128)), coreml_io="image")
     spec = spec_summary(tmp_path / "coreml-fp16" / "model.mlpackage")
@@ -222,7 +237,7 @@ def test_coreml_fp16_program_keeps_reductions_in_float32(nano_path, tmp_path):
     results = export_model(
         nano_path, "coreml", "fp16", tmp_path, shapes=((64, 64),), coreml_io="tensor", coreml_flexible="range"
     )
-    from export.coreml_export import spec_summary
+    from baryir.export.coreml_export import spec_summary
 
     spec = spec_summary(tmp_path / "coreml-fp16" / "model.mlpackage")
     assert spec["inputs"][0]["type"] == "multiArrayType" and spec["inputs"][0]["range"]
@@ -251,8 +266,8 @@ def test_atomic_artifact_leaves_no_partial_files(tmp_path):
 
 
 def test_readme_format_table_is_the_generated_one():
-    from export.formats import markdown_table
+    from baryir.formats import markdown_table
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     block = readme.split("<!-- formats:start", 1)[1].split("<!-- formats:end -->", 1)[0]
-    assert markdown_table() in block, "regenerate the README table with export.formats.markdown_table()"
+    assert markdown_table() in block, "regenerate the README table with baryir.formats.markdown_table()"

@@ -20,7 +20,7 @@ from baryir import build_model, save_model
 from baryir.cli import main
 from baryir.io.atomic import atomic_write
 from baryir.io.images import ImageError, Picture, read_image, write_image
-from runtimes.restore import expand_inputs
+from baryir.runtimes.restore import expand_inputs
 
 RNG = np.random.default_rng(0)
 
@@ -195,8 +195,8 @@ def test_memory_failures_fall_back_to_tiles(model_path, tmp_path):
     Image.fromarray((RNG.random((768, 768, 3)) * 255).astype(np.uint8)).save(tmp_path / "big.png")
     script = f"""
 import resource, sys
-from runtimes import load_runner
-from runtimes.restore import restore_file
+from baryir.runtimes import load_runner
+from baryir.runtimes.restore import restore_file
 from pathlib import Path
 runner = load_runner({model_path!r})
 used = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()

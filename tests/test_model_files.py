@@ -272,3 +272,15 @@ def test_bad_options_are_one_line(capsys, tmp_path):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert "Traceback" not in err and "error: argument" in err
+
+
+def test_a_missing_file_is_named_in_the_one_line_error(tmp_path, capsys, monkeypatch, nano_model):
+    """OSErrors read "error: FILE: reason" (Python's own text would hide the name behind [Errno 2])."""
+    import baryir.export.common as export_common
+
+    missing = tmp_path / "gone" / "rain.png"
+    monkeypatch.setattr(export_common, "GOLDEN_EXAMPLE", missing)
+    model = save_model(nano_model, tmp_path / "nano.safetensors")
+    argv = ["export", "--model", str(model), "--format", "onnx", "--no-validate", "-o", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert _one_line_error(capsys, str(missing)).endswith(f"{missing}: No such file or directory")

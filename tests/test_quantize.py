@@ -17,13 +17,13 @@ from onnx import numpy_helper
 
 from baryir import build_model, save_model
 from baryir.cli import main
-from export.api import export_model
-from export.common import validation_image
-from export.tensorrt_export import check_onnx_for_tensorrt
-from export.wrapper import DeploymentModel
-from quantize.api import QuantizeOptions, run_quantize
-from quantize.checkpoint import load_quantized, read_header, resolve_quantized
-from quantize.scheme import quantizers
+from baryir.export.api import export_model
+from baryir.export.common import validation_image
+from baryir.export.tensorrt_export import check_onnx_for_tensorrt
+from baryir.export.wrapper import DeploymentModel
+from baryir.quantize.api import QuantizeOptions, run_quantize
+from baryir.quantize.checkpoint import load_quantized, read_header, resolve_quantized
+from baryir.quantize.scheme import quantizers
 
 pytest.importorskip("nncf")
 pytestmark = pytest.mark.slow  # NNCF quantization and INT8 exports: tens of seconds each
@@ -120,7 +120,7 @@ def test_int8_onnx_is_symmetric_and_runtimes_agree(int8_exports):
     for r in results:
         assert all(v["psnr"] >= 35 for v in r["validation"]), r["validation"]
 
-    from runtimes import load_runner
+    from baryir.runtimes import load_runner
 
     image = validation_image(72, 96).numpy()
     outs = {}
@@ -226,7 +226,7 @@ def test_parity_int8_rows(ptq, int8_exports, float_path, tmp_path, photo_dir):
 
 
 def test_fold_weight_quantizers_matches_quantize_linear():
-    from quantize.onnx_qdq import fold_weight_quantizers
+    from baryir.quantize.onnx_qdq import fold_weight_quantizers
 
     w = np.random.default_rng(0).normal(size=(4, 3, 1, 1)).astype(np.float32)
     scale = (np.abs(w).reshape(4, -1).max(1) / 127).astype(np.float32)
@@ -262,7 +262,7 @@ def coreml_float(float_path, tmp_path_factory):
 
 @pytest.mark.parametrize("mode, op", [("int8", "constexpr_affine_dequantize"), ("pal4", "constexpr_lut_to_dense")])
 def test_coreml_weight_compression(float_path, coreml_float, tmp_path, mode, op):
-    from quantize.coreml_compression import compressed_ops
+    from baryir.quantize.coreml_compression import compressed_ops
 
     float_dir, small_dir = coreml_float, tmp_path / "small"
     export_model(

@@ -16,8 +16,8 @@ from PIL import Image, ImageCms
 from baryir import save_model
 from baryir.cli import main
 from baryir.io.images import from_float, to_float
-from runtimes import Tiling, load_runner
-from runtimes.processing import pad_to_multiple, run_tiled, tile_starts
+from baryir.runtimes import Tiling, load_runner
+from baryir.runtimes.processing import pad_to_multiple, run_tiled, tile_starts
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_tiles_cover_and_blend_exactly():
 @pytest.fixture(scope="module")
 def fp32_exports(model_path, tmp_path_factory):
     """ONNX and OpenVINO FP32 exports of the nano model, shared by the tests that only run them."""
-    from export.api import export_model
+    from baryir.export.api import export_model
 
     folder = tmp_path_factory.mktemp("exports")
     export_model(model_path, "onnx,openvino", "fp32", folder, validate=False, shapes=((64, 64),))
@@ -82,7 +82,7 @@ def test_backends_agree_on_one_image(model_path, fp32_exports):
 
 @pytest.mark.slow
 def test_openvino_runner_states_its_real_precision(fp32_exports):
-    from runtimes.environment import cpu_features
+    from baryir.runtimes.environment import cpu_features
 
     tmp_path = fp32_exports
     assert load_runner(tmp_path / "openvino-fp32").info.precision == "fp32"

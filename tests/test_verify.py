@@ -17,9 +17,9 @@ from onnx import helper, numpy_helper
 
 from baryir import build_model, save_model
 from baryir.cli import main
-from export.api import export_model
-from runtimes import load_runner
-from runtimes.verify import ArtifactCheckError, check_on_load
+from baryir.export.api import export_model
+from baryir.runtimes import load_runner
+from baryir.runtimes.verify import ArtifactCheckError, check_on_load
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def _conv_qdq(weights: np.ndarray) -> onnx.ModelProto:
 
 _AVX2_SCRIPT = """
 import sys, numpy as np, onnx, onnxruntime as ort, openvino as ov
-from quantize.onnx_qdq import halve_weight_range
+from baryir.quantize.onnx_qdq import halve_weight_range
 x = np.random.default_rng(1).choice([-1.0, 1.0], size=(1, 32, 16, 16)).astype(np.float32)
 for name in ("full", "halved"):
     model = onnx.load(sys.argv[1])

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.base import BackendUnavailable
-from runtimes.environment import describe_cpu, library_versions
-from runtimes.verify import ArtifactCheckError
+from baryir.runtimes.base import BackendUnavailable
+from baryir.runtimes.environment import describe_cpu, library_versions
+from baryir.runtimes.verify import ArtifactCheckError
 
 from ..io.atomic import atomic_write
 from .parity import artifact_for, open_runner

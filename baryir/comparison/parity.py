@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtimes.base import BackendUnavailable
-from runtimes.loader import load_runner
-from runtimes.verify import ArtifactCheckError
+from baryir.formats import BY_BACKEND
+from baryir.runtimes.base import BackendUnavailable
+from baryir.runtimes.compare import compare
+from baryir.runtimes.loader import load_runner
+from baryir.runtimes.verify import ArtifactCheckError
 
 from ..checkpoints import file_sha256
 from ..evaluate import EvalItem
@@ -27,7 +29,6 @@ BUDGETS = {
     "int8": ("target_loss_db", 0.3),
 }
 PSNR_CAP = 200.0  # identical outputs report this instead of infinity
-_EXPORT_FORMAT = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt", "coreml": "coreml"}
 
 
 @dataclass
@@ -55,7 +56,7 @@ def unavailable_reason(backend: str) -> str | None:
     if backend == "coreml" and platform.system() != "Darwin":
         return "CoreML prediction needs macOS"
     if backend == "tensorrt":
-        from export.tensorrt_export import tensorrt_available
+        from baryir.export.tensorrt_export import tensorrt_available
 
         return tensorrt_available()
     return None
@@ -72,17 +73,16 @@ def artifact_for(model: str, backend: str, precision: str, cache: Path, int8_mod
     reason = unavailable_reason(backend)
     if reason:
         raise BackendUnavailable(reason)
-    fmt = _EXPORT_FORMAT[backend]
+    fmt = BY_BACKEND[backend].name
     export_precision = "fp32" if backend == "openvino" and precision in ("fp32", "bf16", "fp16") else precision
-    from export.api import export_model, source_checkpoint
+    from baryir.export.api import export_model, source_checkpoint
 
     source = (int8_model or model) if precision == "int8" else model
     # Keyed by the checkpoint's content: retrained or re-quantized weights never reuse a stale export.
     folder = cache / file_sha256(source_checkpoint(source, precision))[:16] / f"{fmt}-{export_precision}"
     if not (folder / "manifest.json").exists():
-        export_model(
-            source, fmt, export_precision, folder.parent, validate=False, shapes=((256, 256),), coreml_io="tensor"
-        )
+        options = {"coreml_io": "tensor"} if fmt == "coreml" else {}  # parity compares float tensors
+        export_model(source, fmt, export_precision, folder.parent, validate=False, shapes=((256, 256),), **options)
     return str(folder)
 
 
@@ -100,16 +100,18 @@ def _run(runner, item: EvalItem) -> np.ndarray:
 
 
 def _row(runner, outs: list[np.ndarray], references: list[np.ndarray], items: list[EvalItem]) -> dict:
-    """One parity row: ``outs`` of ``runner`` against the references and the clean targets."""
+    """One parity row: ``outs`` of ``runner`` against the references (the one comparator,
+    worst image) and the clean targets."""
+    compared = [compare(o, r) for o, r in zip(outs, references)]
+    finite = all(c["finite"] for c in compared)
     diffs = np.concatenate([np.abs(o - r).ravel() for o, r in zip(outs, references)])
-    finite = all(np.isfinite(o).all() for o in outs)
     changed = np.concatenate([(np.round(o * 255) != np.round(r * 255)).ravel() for o, r in zip(outs, references)])
     return {
         "backend": runner.info.backend,
         "device": runner.info.device,
         "runs_at": runner.info.precision,
-        "psnr_vs_reference": min(min(psnr(o, r), PSNR_CAP) for o, r in zip(outs, references)) if finite else 0.0,
-        "max_abs": float(diffs.max()) if finite else math.inf,
+        "psnr_vs_reference": min(min(c["psnr"], PSNR_CAP) for c in compared),
+        "max_abs": max(c["max_abs"] for c in compared),
         "p99_abs": float(np.quantile(diffs, 0.99)) if finite else math.inf,
         "changed_8bit": float(np.mean(changed)),
         "psnr_vs_target": float(np.mean([psnr(o, it.target) for o, it in zip(outs, items)])),

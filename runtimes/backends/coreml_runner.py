@@ -6,6 +6,8 @@ import platform
 
 import numpy as np
 
+from baryir.formats import INPUT_NAME, OUTPUT_NAME
+
 from ..base import BackendUnavailable, Runner, RunnerInfo
 
 _UNITS = {"all": "ALL", "cpu": "CPU_ONLY", "gpu": "CPU_AND_GPU", "ane": "CPU_AND_NE"}
@@ -33,8 +35,8 @@ class CoreMLRunner(Runner):
         for x in batch:
             if self.io == "image":
                 img = Image.fromarray((x.transpose(1, 2, 0) * 255 + 0.5).clip(0, 255).astype(np.uint8))
-                out = np.asarray(self.model.predict({"image": img})["restored"].convert("RGB"), dtype=np.float32)
+                out = np.asarray(self.model.predict({INPUT_NAME: img})[OUTPUT_NAME].convert("RGB"), dtype=np.float32)
                 outs.append(out.transpose(2, 0, 1) / 255.0)
             else:
-                outs.append(np.asarray(self.model.predict({"image": x[None]})["restored"])[0])
+                outs.append(np.asarray(self.model.predict({INPUT_NAME: x[None]})[OUTPUT_NAME])[0])
         return np.stack(outs).astype(np.float32)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from baryir.formats import INPUT_NAME, OUTPUT_NAME
+
 from ..base import BackendUnavailable, Runner, RunnerInfo
 
 _PROVIDERS = {
@@ -36,7 +38,7 @@ class OnnxRuntimeRunner(Runner):
         self.info = RunnerInfo("onnxruntime", active, precision, path)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(["restored"], {"image": batch})[0]
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 
     def close(self) -> None:
         self.session = None

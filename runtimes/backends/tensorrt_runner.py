@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from baryir.formats import INPUT_NAME, OUTPUT_NAME
+
 from ..base import BackendUnavailable, Runner, RunnerInfo
 
 
@@ -36,10 +38,10 @@ class TensorRTRunner(Runner):
     def run(self, batch: np.ndarray) -> np.ndarray:
         torch = self.torch
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-        self.context.set_input_shape("image", tuple(x.shape))
-        out = torch.empty(tuple(self.context.get_tensor_shape("restored")), device=self.device, dtype=torch.float32)
-        self.context.set_tensor_address("image", x.data_ptr())
-        self.context.set_tensor_address("restored", out.data_ptr())
+        self.context.set_input_shape(INPUT_NAME, tuple(x.shape))
+        out = torch.empty(tuple(self.context.get_tensor_shape(OUTPUT_NAME)), device=self.device, dtype=torch.float32)
+        self.context.set_tensor_address(INPUT_NAME, x.data_ptr())
+        self.context.set_tensor_address(OUTPUT_NAME, out.data_ptr())
         stream = torch.cuda.current_stream(self.device)
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError("TensorRT execution failed")

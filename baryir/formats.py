@@ -1,0 +1,139 @@
+"""The one table of deployment formats, read by the exporters, the runtime loader, the runners,
+parity and the README: artifact names and suffixes, backend, precisions, options, the pip extra,
+and the tensor contract every artifact keeps (torch-free, so the device runtime reads it too)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Every artifact's input and output tensor: (N, 3, H, W) RGB float32 in [0, 1].
+INPUT_NAME = "image"
+OUTPUT_NAME = "restored"
+#: H and W must be multiples of this (three 2x downsamplings); runners pad to it.
+PAD_MULTIPLE = 8
+
+PRECISIONS = ("fp32", "fp16", "int8")
+#: Files a PyTorch runner loads (our safetensors, published or plain state dicts).
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt")
+
+
+@dataclass(frozen=True)
+class Format:
+    """One export target and the runtime that runs it."""
+
+    name: str
+    artifact: str  # file (or package folder) name inside the artifact folder
+    suffixes: tuple[str, ...]  # artifact suffixes the loader recognises
+    backend: str  # runner name (load_runner, parity, bench)
+    runtime_package: str  # the distribution whose version the manifest and verify record
+    precisions: tuple[str, ...]
+    needs: str  # pip extra that provides the exporter and the runtime
+    description: str
+    options: dict[str, Any] = field(default_factory=dict)  # export options only this format takes, with defaults
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format(
+            "onnx",
+            "model.onnx",
+            (".onnx",),
+            "onnxruntime",
+            "onnxruntime",
+            ("fp32", "fp16", "int8"),
+            "onnx",
+            "ONNX (opset 17), dynamic batch/height/width; fp16 keeps the sensitive reductions in fp32",
+        ),
+        Format(
+            "tensorrt",
+            "model.engine",
+            (".engine", ".plan"),
+            "tensorrt",
+            "tensorrt",
+            ("fp32", "fp16", "int8"),
+            "tensorrt",
+            "TensorRT engine built from the ONNX of the same precision (strongly typed), on an NVIDIA GPU",
+            {"max_batch": 1},
+        ),
+        Format(
+            "coreml",
+            "model.mlpackage",
+            (".mlpackage", ".mlmodel"),
+            "coreml",
+            "coremltools",
+            ("fp32", "fp16"),
+            "coreml",
+            "CoreML mlprogram for iOS 16+, image or tensor I/O, enumerated or range shapes",
+            {"coreml_io": "image", "coreml_flexible": "enumerated", "coreml_weights": "float"},
+        ),
+        Format(
+            "openvino",
+            "model.xml",
+            (".xml",),
+            "openvino",
+            "openvino",
+            ("fp32", "fp16", "int8"),
+            "openvino",
+            "OpenVINO IR (xml + bin), dynamic height/width; fp16 compresses weights",
+        ),
+    )
+}
+BY_BACKEND: dict[str, Format] = {f.backend: f for f in FORMATS.values()}
+#: Every runner name: PyTorch for checkpoints, then one per format.
+BACKEND_NAMES = ("torch", *BY_BACKEND)
+
+
+def format_of_file(path: str | Path) -> Format | None:
+    """The format whose artifact suffix ``path`` has (None for a checkpoint or anything else)."""
+    suffix = Path(path).suffix
+    return next((f for f in FORMATS.values() if suffix in f.suffixes), None)
+
+
+def parse_request(formats: str, precisions: str) -> list[tuple[Format, str]]:
+    """Expand ``onnx,coreml|all`` x ``fp32,fp16`` into (format, precision) jobs.
+
+    Every unknown name or disallowed combination is reported at once, before any work.
+    """
+    names = list(FORMATS) if formats == "all" else [f.strip() for f in formats.split(",") if f.strip()]
+    precs = [p.strip() for p in precisions.split(",") if p.strip()]
+    errors = [f"unknown format {n!r} (choose from {', '.join(FORMATS)} or all)" for n in names if n not in FORMATS]
+    errors += [f"unknown precision {p!r} (choose from {', '.join(PRECISIONS)})" for p in precs if p not in PRECISIONS]
+    if errors:
+        raise ValueError("; ".join(errors))
+    jobs, refused = [], []
+    for name in names:
+        for p in precs:
+            (jobs if p in FORMATS[name].precisions else refused).append((FORMATS[name], p))
+    if refused:
+        raise ValueError(
+            "; ".join(f"{f.name} does not support {p} (allowed: {', '.join(f.precisions)})" for f, p in refused)
+        )
+    return jobs
+
+
+def export_options(formats: list[Format], given: dict[str, Any]) -> dict[str, Any]:
+    """The options of the requested ``formats`` with defaults filled in; an option that none of
+    them takes is an error (``--coreml-weights pal4 --format onnx`` is not silently ignored)."""
+    owners = {name: f.name for f in FORMATS.values() for name in f.options}
+    unknown = sorted(set(given) - set(owners))
+    if unknown:
+        raise ValueError(f"unknown export options {unknown}")
+    wanted = {f.name for f in formats}
+    stray = [f"--{k.replace('_', '-')} applies to {owners[k]} only" for k in given if owners[k] not in wanted]
+    if stray:
+        raise ValueError("; ".join(stray) + ": add that format to --format or drop the option")
+    return {k: given.get(k, v) for f in formats for k, v in f.options.items()}
+
+
+def markdown_table() -> str:
+    """The format x precision x extra table of the README, made from :data:`FORMATS`."""
+    lines = ["| format | precisions | install | artifact | what it is |", "|---|---|---|---|---|"]
+    for f in FORMATS.values():
+        extra = f"`pip install 'baryir[{f.needs}]'`"
+        if "int8" in f.precisions:
+            extra += " (int8 export: + `[quantize]`)"
+        lines.append(f"| `{f.name}` | {', '.join(f.precisions)} | {extra} | `{f.artifact}` | {f.description} |")
+    return "\n".join(lines)
