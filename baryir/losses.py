@@ -11,21 +11,12 @@ them with Python loops:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
+from .options import BaryLossWeights
+
 CONTRASTIVE_TEMPERATURE = 0.07
-
-
-@dataclass(frozen=True)
-class BaryLossWeights:
-    """Weights of the model step; defaults are the published ones."""
-
-    l1: float = 10000.0  # ``Sigma`` in the published commands
-    structure: float = 0.05  # on orthogonality + contrastive
-    congruence: float = 10.0  # potentials' congruence penalty
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 
@@ -43,41 +43,10 @@ from .data.datasets import AllInOneDataset
 from .evaluate import EvalItem, evaluate
 from .inference import restore_tensor, torch_device
 from .io.atomic import atomic_write, refuse_overwriting_inputs
-from .losses import BaryLossWeights, bary_terms, model_loss, potentials_loss
+from .losses import bary_terms, model_loss, potentials_loss
 from .model import Potentials
+from .options import TrainOptions
 from .signals import TrainingStopped
-
-
-@dataclass
-class TrainOptions:
-    """Everything ``baryir train`` accepts (see ``baryir train --help``)."""
-
-    data: list[str]
-    out: str
-    tasks: list[str] = field(default_factory=lambda: ["denoise_15", "denoise_25", "denoise_50", "derain", "dehaze"])
-    config: str = "mobile"
-    init: str | None = None
-    loss: str = "bary"
-    steps: int = 10000
-    batch_size: int = 8
-    patch_size: int = 128
-    content_haze: float = 0.0
-    lr: float = 2e-4
-    pots_lr: float | None = None
-    optimizer: str = "adamw"
-    schedule: str = "cosine"
-    warmup: int = 200
-    weights: BaryLossWeights = field(default_factory=BaryLossWeights)
-    precision: str = "auto"
-    device: str = "auto"
-    seed: int = 0
-    ema: float = 0.0
-    workers: int = 2
-    val_every: int = 500
-    ckpt_every: int = 500
-    resume: bool = False
-    compile: bool = False
-    progress: bool = True
 
 
 class _CountingSampler(Sampler[int]):

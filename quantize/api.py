@@ -4,48 +4,20 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from baryir.checkpoints import file_sha256, load_model, resolve_model_path
 from baryir.evaluate import EvalItem
 from baryir.io.atomic import atomic_write, refuse_overwriting_inputs
-from baryir.losses import BaryLossWeights
-from baryir.train import TrainOptions
+from baryir.options import BaryLossWeights, TrainOptions
 
 from .calibration import calibration_batches
 from .checkpoint import load_quantized, save_quantized
+from .options import QuantizeOptions
 from .ptq import quantize_ptq
 from .qat import QAT_WEIGHTS, QATTrainer
-from .scheme import DEFAULT_IGNORED, Int8Scheme
-
-
-@dataclass
-class QuantizeOptions:
-    """Everything ``baryir quantize`` accepts (see ``baryir quantize --help``)."""
-
-    model: str
-    data: list[str]
-    out: str
-    method: str = "qat"
-    tasks: list[str] = field(default_factory=lambda: ["denoise_15", "denoise_25", "denoise_50", "derain", "dehaze"])
-    ignored: str = DEFAULT_IGNORED
-    calib_samples: int = 256
-    calib_patch: int = 128
-    steps: int = 360
-    lr: float = 1e-4
-    batch_size: int = 4
-    patch_size: int = 128
-    content_haze: float = 0.3
-    loss: str = "bary"
-    distill: float = 1.0
-    device: str = "cpu"
-    seed: int = 0
-    workers: int = 1
-    ckpt_every: int = 50
-    val_every: int = 100
-    resume: bool = False
-    progress: bool = True
+from .scheme import Int8Scheme
 
 
 def run_quantize(opts: QuantizeOptions, validation: list[EvalItem] | None = None) -> Path:

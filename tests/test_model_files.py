@@ -274,13 +274,10 @@ def test_bad_options_are_one_line(capsys, tmp_path):
         assert "Traceback" not in err and "error: argument" in err
 
 
-def test_a_missing_file_is_named_in_the_one_line_error(tmp_path, capsys, monkeypatch, nano_model):
-    """OSErrors read "error: FILE: reason" (Python's own text would hide the name behind [Errno 2])."""
-    import baryir.export.common as export_common
-
-    missing = tmp_path / "gone" / "rain.png"
-    monkeypatch.setattr(export_common, "GOLDEN_EXAMPLE", missing)
-    model = save_model(nano_model, tmp_path / "nano.safetensors")
-    argv = ["export", "--model", str(model), "--format", "onnx", "--no-validate", "-o", str(tmp_path / "out")]
-    assert main(argv) == 2
-    assert _one_line_error(capsys, str(missing)).endswith(f"{missing}: No such file or directory")
+def test_an_os_error_names_its_file_in_the_one_line_error(tmp_path, capsys):
+    """OSErrors read "error: FILE: reason" (Python's own text hides the name behind [Errno 20])."""
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the output folder should be")
+    assert main(["demo", "-o", str(blocker / "demo")]) == 2
+    line = _one_line_error(capsys, str(blocker))
+    assert line.startswith(f"error: {blocker / 'demo'}") and line.endswith(": Not a directory"), line

@@ -1,0 +1,94 @@
+"""What every command group shares: argument types, JSON output, validation sets."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+
+def write_json(path: str, obj: object) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    from baryir.io.atomic import atomic_write
+
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def size(text: str, multiple: int = 1) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 256x256, got {text!r}") from None
+    if h < 1 or w < 1 or h % multiple or w % multiple:
+        what = "positive" if multiple == 1 else f"positive multiples of {multiple}"
+        raise argparse.ArgumentTypeError(f"height and width must be {what}, got {text!r}")
+    return h, w
+
+
+def sizes(text: str, multiple: int = 1) -> list[tuple[int, int]]:
+    return [size(v, multiple) for v in text.split(",")]
+
+
+def positive(kind: type) -> object:
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def list_of(choices: list[str]) -> type[argparse.Action]:
+    """An ``nargs="+"`` action that also takes comma lists (``torch,onnxruntime`` or ``torch onnxruntime``)."""
+
+    class ListAction(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            items = [item for value in values for item in value.split(",") if item]
+            wrong = [item for item in items if item not in choices]
+            if wrong:
+                allowed = ", ".join(choices)
+                parser.error(f"argument {option_string}: invalid choice {wrong[0]!r} (choose from {allowed})")
+            setattr(namespace, self.dest, items)
+
+    return ListAction
+
+
+def field_defaults(cls: type) -> argparse.Namespace:
+    """The defaults of an options dataclass (``default_factory`` called), for argparse's ``default=``."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            values[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            values[f.name] = f.default_factory()
+    return argparse.Namespace(**values)
+
+
+def options_from(cls: type, args: argparse.Namespace, **given: object):
+    """An options dataclass from parsed arguments of the same names (``given`` wins)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in vars(args).items() if k in names}, **given)
+
+
+def add_validation_options(p: argparse.ArgumentParser, limit: int) -> None:
+    """The validation set of ``train`` and ``quantize``."""
+    p.add_argument("--val-pairs", nargs=2, metavar=("INPUT_DIR", "TARGET_DIR"), help="validation pairs")
+    p.add_argument("--val-clean", help="validation clean photos (degraded with --val-tasks)")
+    p.add_argument("--val-tasks", nargs="+", default=["denoise_25"], metavar="TASK")
+    p.add_argument("--val-limit", type=int, default=limit, help=f"validation images per task (default {limit})")
+
+
+def validation_items(args: argparse.Namespace):
+    """The validation images ``add_validation_options`` asked for (none by default)."""
+    from baryir.evaluate import paired_items, synthetic_items
+
+    if args.val_pairs:
+        return paired_items(*args.val_pairs, limit=args.val_limit)
+    if args.val_clean:
+        return synthetic_items(args.val_clean, args.val_tasks, limit=args.val_limit)
+    return []

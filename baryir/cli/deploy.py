@@ -1,0 +1,214 @@
+"""Commands that make and run artifacts: ``export``, ``restore`` and ``verify``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from baryir.formats import BACKEND_NAMES, FORMATS
+
+from .common import positive, sizes, write_json
+
+#: The per-format export options (argparse dests), from the format table.
+EXPORT_OPTIONS = tuple(name for f in FORMATS.values() for name in f.options)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from baryir.export.api import ExportValidationError, export_model
+    from baryir.export.common import DEFAULT_SHAPES
+
+    try:
+        results = export_model(
+            args.model,
+            args.format,
+            args.precision,
+            args.out,
+            shapes=tuple(args.shapes or DEFAULT_SHAPES),
+            validate=not args.no_validate,
+            large=args.validate_large,
+            **{k: getattr(args, k) for k in EXPORT_OPTIONS if getattr(args, k) is not None},
+        )
+    except ExportValidationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print("| format | precision | folder | MB | seconds | worst max abs | worst PSNR vs torch |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for r in results:
+        rows = r.get("validation", [])
+        worst_abs = max((v["max_abs"] for v in rows), default=float("nan"))
+        worst_psnr = min((v["psnr"] for v in rows), default=float("nan"))
+        checked = f"{worst_abs:.2e} | {worst_psnr:.1f}" if rows else "not validated here | -"
+        print(
+            f"| {r['format']} | {r['precision']} | {r['folder']} | {r['artifact_bytes'] / 1e6:.2f} "
+            f"| {r['export_seconds']} | {checked} |"
+        )
+        if r.get("validation_note"):
+            print(f"  note: {r['validation_note']}")
+        if r.get("engine_built") is False:
+            print(f"  note: engine not built here ({r['reason']})")
+    if args.json:
+        write_json(args.json, results)
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from baryir.runtimes import Tiling, load_runner
+    from baryir.runtimes.loader import model_dim
+    from baryir.runtimes.restore import expand_inputs, plan_outputs, restore_file
+
+    paths, skipped = expand_inputs(args.inputs)
+    for path in skipped:
+        print(f"skipped {path}: not an image suffix", file=sys.stderr)
+    if not paths:
+        print("error: no input images matched", file=sys.stderr)
+        return 2
+    suffix = f".{args.format}" if args.format else None
+    jobs, refused = plan_outputs(paths, Path(args.out), suffix, args.suffix)
+    for result in refused:
+        print(f"error: {result.input}: {result.error}", file=sys.stderr)
+    tiling = Tiling(args.tile, args.overlap) if args.tile else None
+    failures = len(refused)
+    if jobs:
+        runner = load_runner(args.model, args.backend, args.device, args.precision, verify=not args.no_verify)
+        info = runner.info
+        print(f"backend {info.backend} on {info.device} at {info.precision} ({info.artifact})", file=sys.stderr)
+        auto = (model_dim(args.model), args.memory_mb)
+        for path, out_path in tqdm(jobs, desc="restore", unit="img", disable=args.no_progress):
+            result = restore_file(runner, path, out_path, tiling, auto)
+            if result.error:
+                failures += 1
+                tqdm.write(f"error: {result.input}: {result.error}", file=sys.stderr)
+            for note in result.notes:
+                tqdm.write(f"note: {result.input}: {note}", file=sys.stderr)
+    print(f"restored {len(paths) - failures} of {len(paths)} image(s) into {args.out}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from baryir.runtimes import load_runner
+    from baryir.runtimes.verify import artifact_folder, verify_runner
+
+    results = []
+    for artifact in args.artifacts:
+        folder = artifact_folder(artifact)
+        if folder is None:
+            print(f"error: {artifact}: not an export folder (needs manifest.json and golden.npz)", file=sys.stderr)
+            results.append({"artifact": artifact, "passed": False, "failures": ["not an export folder"]})
+            continue
+        try:
+            runner = load_runner(folder, args.backend, args.device, verify=False)
+        except (ImportError, ValueError, RuntimeError, OSError) as e:
+            print(f"error: {artifact}: cannot run here ({e})", file=sys.stderr)
+            results.append({"artifact": artifact, "passed": False, "failures": [f"cannot run here: {e}"]})
+            continue
+        with runner:
+            results.append(verify_runner(runner, folder))
+    print("| artifact | backend | device | runs at | PSNR vs PyTorch | max abs | tolerance | result |")
+    print("|---|---|---|---|---:|---:|---|---|")
+    for r in results:
+        if "psnr" not in r:
+            print(f"| {r['artifact']} | | | | | | | FAILED: {r['failures'][0]} |")
+            continue
+        verdict = "pass" if r["passed"] else f"FAILED: {'; '.join(r['failures'])}: {r['cause']}"
+        print(
+            f"| {r['artifact']} | {r['backend']} | {r['device']} | {r['runs_at']} | {r['psnr']:.1f} "
+            f"| {r['max_abs']:.2e} | {', '.join(f'{k} {v:g}' for k, v in r['tolerance'].items())} | {verdict} |"
+        )
+    if args.json:
+        write_json(args.json, results)
+    return 0 if all(r["passed"] for r in results) else 1
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export to ONNX, TensorRT, CoreML and OpenVINO, validated against PyTorch",
+        description="Export a model to deployable artifacts, one folder per format and precision "
+        "(OUT/<format>-<precision>/) with manifest.json and golden.npz. Every artifact is validated against "
+        "PyTorch FP32 before it is written (FP32: max abs error <= 1e-4; FP16: >= 40 dB).",
+    )
+    p.add_argument("--model", default="default", help="shipped name or weights file (default: default)")
+    p.add_argument("--format", default="onnx", help=f"comma list of {', '.join(FORMATS)}, or all")
+    p.add_argument("--precision", default="fp32", help="comma list of fp32, fp16, int8")
+    p.add_argument(
+        "--shapes",
+        type=sizes,
+        default=None,
+        help="HxW list: CoreML enumerated sizes and the TensorRT profile (min/max cover them, opt is the first); "
+        "default 256x256,480x640,720x1280,1080x1920",
+    )
+    # Per-format options: None when not given, so that one given without its format is an error;
+    # their defaults live in baryir.formats.FORMATS.
+    p.add_argument(
+        "--coreml-io",
+        choices=["image", "tensor"],
+        help="CoreML only. image (default): CVPixelBuffer in/out for camera apps; tensor: float MLMultiArray",
+    )
+    p.add_argument(
+        "--coreml-flexible",
+        choices=["enumerated", "range"],
+        help="CoreML only. enumerated (default) shapes run on the Neural Engine; range shapes fall back to GPU/CPU",
+    )
+    p.add_argument(
+        "--coreml-weights",
+        choices=["float", "int8", "pal6", "pal4"],
+        help="CoreML only. Weight compression: float (default), int8 linear or 6/4-bit palettes "
+        "(smaller app, same speed on the ANE)",
+    )
+    p.add_argument("--max-batch", type=int, help="TensorRT only. Profile maximum batch (default 1)")
+    p.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch")
+    p.add_argument("--validate-large", action="store_true", help="also validate at 2048x2048 (slow on CPU)")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--json", help="write the results (manifests) as JSON here")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "restore",
+        help="restore image files with any backend",
+        description="Restore files, folders and globs (PNG/JPEG/TIFF/BMP/WebP). Outputs keep the input's name and "
+        "format, bit depth, alpha and ICC profile; EXIF orientation is applied. Bad inputs are reported and "
+        "skipped; the exit code is 1 if any failed.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("-o", "--out", required=True, help="output folder (never the inputs' own files)")
+    p.add_argument("--model", default="default", help="default, a checkpoint, or an exported artifact/folder")
+    p.add_argument("--backend", default="auto", choices=["auto", *BACKEND_NAMES])
+    p.add_argument("--device", help="cpu/cuda (torch), cpu/cuda/tensorrt/coreml (onnxruntime), CPU/GPU/NPU (openvino)")
+    p.add_argument("--precision", help="fp32/fp16/bf16 where the backend can choose (default: the artifact's)")
+    p.add_argument(
+        "--tile",
+        type=int,
+        help="tile size (multiple of 8); default: tile only images whose activations exceed --memory-mb",
+    )
+    p.add_argument("--memory-mb", type=positive(float), default=1024, help="activation memory budget for auto tiling")
+    p.add_argument(
+        "--suffix",
+        default="",
+        help="append this to each output's name (photo.png -> photo_restored.png with _restored), e.g. to "
+        "write into the inputs' own folder; outputs never replace inputs",
+    )
+    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels, feathered (default 32)")
+    p.add_argument("--format", choices=["png", "jpg", "tif", "bmp", "webp"], help="write this format instead")
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip the artifact's check against its golden.npz at load (done once per artifact and machine)",
+    )
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser(
+        "verify",
+        help="check exported artifacts on this machine against their golden.npz",
+        description="Run each artifact with its own runtime on this machine, compare its output on the "
+        "golden input with PyTorch's (golden.npz) and judge it by the tolerance in its manifest. Prints "
+        "PSNR and max abs error vs PyTorch; exit 1 if any artifact fails (the line names the likely cause).",
+    )
+    p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="export folders (or a model file inside one)")
+    p.add_argument("--backend", default="auto", help="run with this backend (default: the artifact's)")
+    p.add_argument("--device", help="device for the runtime (default: the artifact's)")
+    p.add_argument("--json", help="write the results as JSON here")
+    p.set_defaults(func=cmd_verify)

@@ -1,0 +1,230 @@
+"""Commands that train and judge models: ``train``, ``eval`` and ``quantize``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from baryir.data.tasks import TASK_NAMES
+from baryir.options import BaryLossWeights, TrainOptions
+from baryir.quantize.options import QuantizeOptions
+from baryir.quantize.scheme import IGNORED_SCOPES
+
+from .common import add_validation_options, field_defaults, options_from, validation_items, write_json
+
+#: Defaults of every option live once, in the options dataclasses.
+T, W, Q = field_defaults(TrainOptions), field_defaults(BaryLossWeights), field_defaults(QuantizeOptions)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..train import train
+
+    weights = BaryLossWeights(l1=args.l1_weight, structure=args.structure_weight, congruence=args.congruence_weight)
+    opts = options_from(TrainOptions, args, weights=weights, progress=not args.no_progress)
+    summary = train(opts, validation_items(args))
+    print(json.dumps({k: summary[k] for k in ("steps", "seconds", "device", "validation")}, indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..checkpoints import load_model, resolve_model_path
+    from ..evaluate import evaluate, markdown_table, paired_items, synthetic_items
+    from ..inference import restore_tensor
+
+    if not args.pairs and not args.clean:
+        print("error: give --pairs INPUT_DIR TARGET_DIR and/or --clean DIR --tasks ...", file=sys.stderr)
+        return 2
+    from baryir.quantize.checkpoint import is_quantized, load_quantized
+
+    quantized = is_quantized(args.model)
+    # a quantized checkpoint runs as NNCF's fake-quantized PyTorch model (INT8 runtimes: baryir parity)
+    if quantized and args.device != "cpu":
+        print(
+            f"error: {args.model} is quantized: it evaluates as NNCF's fake-quantized model on the CPU; "
+            "use --device cpu",
+            file=sys.stderr,
+        )
+        return 2
+    if args.device.startswith("cuda"):  # true FP32, as on the CPU (PyTorch lets cuDNN use TF32 by default)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    from ..inference import torch_device
+
+    model = load_quantized(args.model) if quantized else load_model(args.model, torch_device(args.device))
+    items = []
+    if args.pairs:
+        items += paired_items(*args.pairs, task=args.pairs_task, limit=args.limit)
+    if args.clean:
+        items += synthetic_items(args.clean, args.tasks, limit=args.limit)
+    from ..io.atomic import refuse_overwriting_inputs
+
+    refuse_overwriting_inputs([resolve_model_path(args.model)], [args.json])
+    rows = evaluate(lambda img: restore_tensor(model, img), items, progress=not args.no_progress)
+    print(markdown_table(rows))
+    if args.json:
+        backend = "torch-fake-quant-int8" if quantized else "torch"
+        write_json(args.json, {"model": str(args.model), "backend": backend, "device": args.device, "results": rows})
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from baryir.quantize.api import run_quantize
+
+    path = run_quantize(options_from(QuantizeOptions, args, progress=not args.no_progress), validation_items(args))
+    print(f"quantized model: {path}")
+    print(f"export it with: baryir export --model {path} --format onnx,openvino --precision int8")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train BaryIR (barycenter min-max game or the L1 ablation)",
+        description="Train on synthetic degradations of clean photos and/or the published "
+        "data/Train layout. Runs data-parallel under torchrun.",
+    )
+    p.add_argument("--data", nargs="+", required=True, help="folders of clean photos or published Train/ roots")
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        default=T.tasks,
+        choices=sorted(TASK_NAMES),
+        metavar="TASK",
+        help=f"task mix (default: the paper's 3-task setting {' '.join(T.tasks)})",
+    )
+    p.add_argument("-o", "--out", required=True, help="run folder (weights, state, metrics)")
+    p.add_argument(
+        "--config",
+        default=T.config,
+        help=f"config to train from scratch: a name (default {T.config}) or a JSON file of fields, "
+        'e.g. {"base": "mobile", "widths": [16, 32, 64, 96], "num_blocks": [2, 3, 4, 1]}',
+    )
+    p.add_argument("--init", help="start from these weights instead (fine-tuning)")
+    p.add_argument("--loss", choices=["bary", "l1"], default=T.loss, help="bary: the paper; l1: ablation")
+    p.add_argument("--steps", type=int, default=T.steps, help=f"default {T.steps}")
+    p.add_argument("--batch-size", type=int, default=T.batch_size, help=f"default {T.batch_size}")
+    p.add_argument("--patch-size", type=int, default=T.patch_size, help=f"default {T.patch_size}")
+    p.add_argument(
+        "--content-haze",
+        type=float,
+        default=T.content_haze,
+        metavar="P",
+        help="share of non-haze samples whose scene (input and target) is mildly hazy, so that rain or "
+        f"noise on a misty photo is not taken for a haze task (default {T.content_haze}: the published data; "
+        "the shipped model used 0.3)",
+    )
+    p.add_argument("--lr", type=float, default=T.lr, help=f"peak learning rate (default {T.lr:g})")
+    p.add_argument("--pots-lr", type=float, help="potentials' learning rate (default: --lr)")
+    p.add_argument(
+        "--optimizer", choices=["adamw", "rmsprop"], default=T.optimizer, help="rmsprop is the published one"
+    )
+    p.add_argument("--schedule", choices=["cosine", "step", "constant"], default=T.schedule)
+    p.add_argument("--warmup", type=int, default=T.warmup, help=f"linear warm-up steps (default {T.warmup})")
+    p.add_argument("--l1-weight", type=float, default=W.l1, help=f"Sigma, the L1 weight (published {W.l1:g})")
+    p.add_argument("--structure-weight", type=float, default=W.structure, help="weight of orthogonality + contrastive")
+    p.add_argument("--congruence-weight", type=float, default=W.congruence, help="potentials' congruence penalty")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default=T.precision,
+        help="autocast precision (auto: bf16 on CUDA, fp32 on CPU)",
+    )
+    p.add_argument("--device", default=T.device, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (~2x faster after warm-up)")
+    p.add_argument("--seed", type=int, default=T.seed)
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=T.ema,
+        metavar="DECAY",
+        help="also keep an exponential moving average of the weights (e.g. 0.999), written to "
+        "model_ema.safetensors and validated beside the trained weights (default 0: off)",
+    )
+    p.add_argument("--workers", type=int, default=T.workers, help=f"data loader processes (default {T.workers})")
+    add_validation_options(p, limit=4)
+    p.add_argument("--val-every", type=int, default=T.val_every, help=f"default {T.val_every}")
+    p.add_argument("--ckpt-every", type=int, default=T.ckpt_every, help=f"default {T.ckpt_every}")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "eval",
+        help="PSNR/SSIM with the papers' protocol",
+        description="Evaluate on paired folders (matched by base name) and/or on clean photos "
+        "degraded with a fixed per-image seed. RGB, [0, 1], data range 1, no shave.",
+    )
+    p.add_argument("--model", default="default", help="shipped name or weights file (default: default)")
+    p.add_argument("--pairs", nargs=2, metavar=("INPUT_DIR", "TARGET_DIR"))
+    p.add_argument("--pairs-task", default="paired", help="task label for --pairs rows (e.g. derain)")
+    p.add_argument("--clean", help="folder of clean photos to degrade with --tasks")
+    p.add_argument("--tasks", nargs="+", default=["denoise_25"], choices=sorted(TASK_NAMES), metavar="TASK")
+    p.add_argument("--limit", type=int, help="at most this many images per folder")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="run the model here: cpu (default, the numbers in docs/) or cuda (FP32; cuDNN's TF32 off)",
+    )
+    p.add_argument("--json", help="write {model, backend, results} JSON here")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "quantize",
+        help="INT8: NNCF post-training quantization (ptq) or quantization-aware fine-tuning (qat)",
+        description="Quantize a model to symmetric signed INT8 (per-channel weights, per-tensor "
+        "activations, zero points 0: one scheme for ONNX Runtime, OpenVINO and TensorRT). "
+        "ptq calibrates on degraded patches of the task mix; qat starts from ptq and "
+        "fine-tunes with the training losses. Writes OUT/model-int8.safetensors, which "
+        "`baryir export --precision int8` and `baryir eval` read.",
+    )
+    p.add_argument("--model", default="default", help="float model to quantize (default: the shipped one)")
+    p.add_argument("--method", choices=["ptq", "qat"], default=Q.method)
+    p.add_argument("--data", nargs="+", required=True, help="folders of clean photos or published Train/ roots")
+    p.add_argument("--tasks", nargs="+", default=Q.tasks, choices=sorted(TASK_NAMES), metavar="TASK")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument(
+        "--ignored",
+        choices=sorted(IGNORED_SCOPES),
+        default=Q.ignored,
+        help=f"ops kept in floating point (default {Q.ignored}, chosen by the ablation in docs/quantization.md)",
+    )
+    p.add_argument(
+        "--calib-samples", type=int, default=Q.calib_samples, help=f"calibration patches (default {Q.calib_samples})"
+    )
+    p.add_argument(
+        "--calib-patch", type=int, default=Q.calib_patch, help=f"calibration patch size (default {Q.calib_patch})"
+    )
+    p.add_argument(
+        "--steps", type=int, default=Q.steps, help=f"QAT steps (default {Q.steps}, the shipped INT8 model's)"
+    )
+    p.add_argument(
+        "--lr", type=float, default=Q.lr, help=f"QAT learning rate (default {Q.lr:g}; 2e-5 was worse than PTQ)"
+    )
+    p.add_argument("--batch-size", type=int, default=Q.batch_size, help=f"default {Q.batch_size}")
+    p.add_argument("--patch-size", type=int, default=Q.patch_size, help=f"default {Q.patch_size}")
+    p.add_argument(
+        "--content-haze",
+        type=float,
+        default=Q.content_haze,
+        metavar="P",
+        help=f"as in `baryir train` (default {Q.content_haze}, the shipped model's training data)",
+    )
+    p.add_argument("--loss", choices=["bary", "l1"], default=Q.loss, help="QAT loss (default: the training losses)")
+    p.add_argument(
+        "--distill",
+        type=float,
+        default=Q.distill,
+        help=f"weight of L1 to the FP32 model's output (default {Q.distill:g}; 0: off)",
+    )
+    p.add_argument("--device", default=Q.device, help=f"cpu or cuda (default {Q.device})")
+    p.add_argument("--seed", type=int, default=Q.seed)
+    p.add_argument("--workers", type=int, default=Q.workers, help=f"data loader processes (default {Q.workers})")
+    p.add_argument("--ckpt-every", type=int, default=Q.ckpt_every, help=f"default {Q.ckpt_every}")
+    p.add_argument("--val-every", type=int, default=Q.val_every, help=f"default {Q.val_every}")
+    add_validation_options(p, limit=4)
+    p.add_argument("--resume", action="store_true", help="continue the QAT run in --out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_quantize)
