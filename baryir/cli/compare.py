@@ -87,7 +87,7 @@ def add_row_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def _add_parity(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "parity",
         help="compare every backend x precision with PyTorch FP32 on real degraded images",
@@ -103,6 +103,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", help="write {reference, rows} JSON here")
     p.set_defaults(func=cmd_parity)
 
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help="latency, throughput and memory per backend x precision x size",
@@ -121,3 +123,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", help="write the rows as JSON here")
     p.add_argument("--plot", help="write a latency bar chart (PNG) here")
     p.set_defaults(func=cmd_bench)
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """This group's subcommands."""
+    _add_parity(sub)
+    _add_bench(sub)

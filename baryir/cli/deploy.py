@@ -122,7 +122,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if all(r["passed"] for r in results) else 1
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
         help="export to ONNX, TensorRT, CoreML and OpenVINO, validated against PyTorch",
@@ -165,6 +165,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", help="write the results (manifests) as JSON here")
     p.set_defaults(func=cmd_export)
 
+
+def _add_restore(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "restore",
         help="restore image files with any backend",
@@ -200,6 +202,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_restore)
 
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "verify",
         help="check exported artifacts on this machine against their golden.npz",
@@ -212,3 +216,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="device for the runtime (default: the artifact's)")
     p.add_argument("--json", help="write the results as JSON here")
     p.set_defaults(func=cmd_verify)
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """This group's subcommands."""
+    _add_export(sub)
+    _add_restore(sub)
+    _add_verify(sub)

@@ -83,7 +83,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "info",
         help="config, parameter count and GMACs of a model",
@@ -97,6 +97,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_info)
 
+
+def _add_convert_official(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert-official",
         help="convert a published BaryIR checkpoint to safetensors",
@@ -109,6 +111,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--potentials", help="also write the Kantorovich potentials to this .safetensors")
     p.set_defaults(func=cmd_convert_official)
 
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="restore the bundled example images and write a comparison PNG",
@@ -118,3 +122,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="default", help="shipped name or weights file (default: default)")
     p.add_argument("-o", "--out", default="out/demo", help="output folder (default out/demo)")
     p.set_defaults(func=cmd_demo)
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """This group's subcommands."""
+    _add_info(sub)
+    _add_convert_official(sub)
+    _add_demo(sub)

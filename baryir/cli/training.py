@@ -78,7 +78,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train BaryIR (barycenter min-max game or the L1 ablation)",
@@ -150,6 +150,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
 
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
         help="PSNR/SSIM with the papers' protocol",
@@ -171,6 +173,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 
+
+def _add_quantize(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "quantize",
         help="INT8: NNCF post-training quantization (ptq) or quantization-aware fine-tuning (qat)",
@@ -228,3 +232,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the QAT run in --out")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_quantize)
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """This group's subcommands."""
+    _add_train(sub)
+    _add_eval(sub)
+    _add_quantize(sub)
