@@ -92,6 +92,17 @@ def format_of_file(path: str | Path) -> Format | None:
     return next((f for f in FORMATS.values() if suffix in f.suffixes), None)
 
 
+def artifact_bytes(path: str | Path) -> int:
+    """Size of an artifact: a file, or an export folder without its ``golden.npz`` and
+    ``manifest.json`` (what a device ships)."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(
+            f.stat().st_size for f in path.rglob("*") if f.is_file() and f.name not in ("golden.npz", "manifest.json")
+        )
+    return path.stat().st_size
+
+
 def parse_request(formats: str, precisions: str) -> list[tuple[Format, str]]:
     """Expand ``onnx,coreml|all`` x ``fp32,fp16`` into (format, precision) jobs.
 

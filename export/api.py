@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from baryir.checkpoints import file_sha256, load_model, resolve_model_path
-from baryir.formats import Format, export_options, parse_request
+from baryir.formats import Format, artifact_bytes, export_options, parse_request
 from baryir.io.atomic import refuse_overwriting_inputs
 from baryir.runtimes.compare import check_tolerance
 
@@ -190,8 +190,7 @@ def export_model(
                 raise ExportValidationError(f"{fmt.name} {precision} missed its tolerance: {failures}")
             facts["golden"] = write_golden(tmp, ctx.model)
             facts["export_seconds"] = round(time.perf_counter() - start, 1)
-            size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file() and f.suffix != ".npz")
-            facts["artifact_bytes"] = size
+            facts["artifact_bytes"] = artifact_bytes(tmp)
             write_manifest(tmp, ctx, fmt.name, precision, fmt.artifact, **facts)
         results.append({"format": fmt.name, "precision": precision, "folder": str(folder), **facts})
     return results

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from baryir.formats import artifact_bytes
 from baryir.runtimes.base import BackendUnavailable
 from baryir.runtimes.environment import describe_cpu, library_versions
 from baryir.runtimes.verify import ArtifactCheckError
@@ -25,10 +26,7 @@ from .parity import artifact_for, open_runner
 def _artifact_bytes(artifact: str) -> int:
     from ..checkpoints import resolve_model_path
 
-    path = Path(artifact) if Path(artifact).exists() else resolve_model_path(artifact)
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and f.suffix not in (".npz", ".json"))
-    return path.stat().st_size if path.exists() else 0
+    return artifact_bytes(Path(artifact) if Path(artifact).exists() else resolve_model_path(artifact))
 
 
 def _measure(

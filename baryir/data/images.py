@@ -18,6 +18,7 @@ log = logging.getLogger("baryir")
 #: The example photos shipped in the package (``baryir demo``, export validation input).
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 
+
 def list_images(folder: str | Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted; a clear error if there are none."""
     folder = Path(folder)
