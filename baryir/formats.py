@@ -86,6 +86,11 @@ BY_BACKEND: dict[str, Format] = {f.backend: f for f in FORMATS.values()}
 BACKEND_NAMES = ("torch", *BY_BACKEND)
 
 
+def needs_extra(what: str, extra: str, note: str = "") -> str:
+    """The one message for a missing optional dependency: what needs it and the pip command."""
+    return f"{what} needs the {extra} extra: pip install 'baryir[{extra}]'{note}"
+
+
 def format_of_file(path: str | Path) -> Format | None:
     """The format whose artifact suffix ``path`` has (None for a checkpoint or anything else)."""
     suffix = Path(path).suffix

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import torch
 
+from .formats import needs_extra
+
 
 def psnr(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
     """PSNR in dB between two images in [0, 1] (inf when identical)."""
@@ -22,7 +24,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
     try:
         from skimage.metrics import structural_similarity
     except ImportError as e:
-        raise ImportError("SSIM needs scikit-image: pip install 'baryir[eval]'") from e
+        raise ImportError(needs_extra("SSIM (scikit-image)", "eval")) from e
     x = a.detach().double().permute(1, 2, 0).cpu().numpy()
     y = b.detach().double().permute(1, 2, 0).cpu().numpy()
     return float(structural_similarity(x, y, channel_axis=2, data_range=1.0))

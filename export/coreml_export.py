@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from baryir.formats import INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE
+from baryir.formats import INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE, needs_extra
 
 from .common import ExportContext
 from .wrapper import DeploymentModel
@@ -33,7 +33,7 @@ def _require():
     try:
         import coremltools as ct
     except ImportError as e:
-        raise ImportError("CoreML export needs the coreml extra: pip install 'baryir[coreml]'") from e
+        raise ImportError(needs_extra("CoreML export", "coreml")) from e
     return ct
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from baryir.formats import INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE
+from baryir.formats import INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE, needs_extra
 
 from .common import ExportContext, validate_runner, validation_sizes
 from .wrapper import DeploymentModel
@@ -30,7 +30,7 @@ def _require():
         import onnxruntime
         import onnxslim
     except ImportError as e:
-        raise ImportError(f"ONNX export needs the onnx extra: pip install 'baryir[onnx]' ({e.name} missing)") from e
+        raise ImportError(needs_extra("ONNX export", "onnx", f" ({e.name} is missing)")) from e
     return onnx, onnxruntime, onnxslim
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from baryir.formats import INPUT_NAME, OUTPUT_NAME
+from baryir.formats import INPUT_NAME, OUTPUT_NAME, needs_extra
 from baryir.runtimes.compare import compare
 
 from .common import ExportContext, validation_image, validation_sizes
@@ -29,7 +29,7 @@ def _require():
     try:
         import openvino as ov
     except ImportError as e:
-        raise ImportError("OpenVINO export needs the openvino extra: pip install 'baryir[openvino]'") from e
+        raise ImportError(needs_extra("OpenVINO export", "openvino")) from e
     return ov
 
 

@@ -16,7 +16,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from baryir.formats import INPUT_NAME, PAD_MULTIPLE
+from baryir.formats import INPUT_NAME, PAD_MULTIPLE, needs_extra
 
 OPS_FILE = Path(__file__).with_name("tensorrt_onnx_ops.json")
 
@@ -133,7 +133,7 @@ def tensorrt_available() -> str | None:
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        return "TensorRT is not installed (pip install 'baryir[tensorrt]' from NVIDIA's index, or JetPack)"
+        return needs_extra("TensorRT", "tensorrt", " (from NVIDIA's index), or JetPack's python3-libnvinfer")
     try:
         import torch
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from baryir.formats import needs_extra
+
 #: Regular expressions over NNCF node names (``<module path>/<op>/<call index>``).
 _NORMS = r".*(norm\d|LN)/body/.*"
 _ATTENTION = r".*/attn/(square|sum|clamp_min|sqrt|div|matmul|mul|softmax|__matmul__|__mul__)/\d+"
@@ -72,7 +74,7 @@ def require_nncf():
         import nncf
         import nncf.torch  # noqa: F401
     except ImportError as e:
-        raise ImportError("INT8 quantization needs NNCF: pip install 'baryir[quantize]'") from e
+        raise ImportError(needs_extra("INT8 quantization (NNCF)", "quantize")) from e
     return nncf
 
 

@@ -334,4 +334,7 @@ def test_restore_and_verify_run_without_torch(fp32_exports, tmp_path):
     verify = run("verify", str(tmp_path / "onnx-fp32"))
     assert verify.returncode == 0 and "| pass |" in verify.stdout, verify.stdout + verify.stderr[-2000:]
     train = run("train", "--data", str(tmp_path), "-o", str(tmp_path / "run"))
-    assert train.returncode == 2 and "needs PyTorch: pip install 'baryir[torch]'" in train.stderr
+    assert (
+        train.returncode == 2
+        and "baryir train (PyTorch) needs the torch extra: pip install 'baryir[torch]'" in train.stderr
+    )

@@ -11,6 +11,7 @@ import logging
 import pickle
 import sys
 
+from ..formats import needs_extra
 from . import compare, deploy, models, training
 
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         if isinstance(e, ModuleNotFoundError) and e.name == "torch":
-            print(f"error: baryir {args.command} needs PyTorch: pip install 'baryir[torch]'", file=sys.stderr)
+            print(f"error: {needs_extra(f'baryir {args.command} (PyTorch)', 'torch')}", file=sys.stderr)
             return 2
         if isinstance(e, OSError) and e.strerror:  # "FILE: reason", not Python's "[Errno 2] ...: 'FILE'"
             print(f"error: {f'{e.filename}: ' if e.filename else ''}{e.strerror}", file=sys.stderr)

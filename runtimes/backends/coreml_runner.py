@@ -6,7 +6,7 @@ import platform
 
 import numpy as np
 
-from baryir.formats import INPUT_NAME, OUTPUT_NAME
+from baryir.formats import INPUT_NAME, OUTPUT_NAME, needs_extra
 
 from ..base import BackendUnavailable, Runner, RunnerInfo
 
@@ -22,7 +22,7 @@ class CoreMLRunner(Runner):
         try:
             import coremltools as ct
         except ImportError as e:
-            raise BackendUnavailable("coremltools is missing: pip install 'baryir[coreml]'") from e
+            raise BackendUnavailable(needs_extra("The CoreML runner (coremltools)", "coreml")) from e
         device = device or "all"
         self.model = ct.models.MLModel(path, compute_units=getattr(ct.ComputeUnit, _UNITS[device]))
         self.io = io

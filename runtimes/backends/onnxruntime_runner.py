@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from baryir.formats import INPUT_NAME, OUTPUT_NAME
+from baryir.formats import INPUT_NAME, OUTPUT_NAME, needs_extra
 
 from ..base import BackendUnavailable, Runner, RunnerInfo
 
@@ -23,7 +23,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             import onnxruntime as ort
         except ImportError as e:
-            raise BackendUnavailable("ONNX Runtime is missing: pip install 'baryir[onnx]'") from e
+            raise BackendUnavailable(needs_extra("The ONNX Runtime runner", "onnx")) from e
         device = device or "cpu"
         if device not in _PROVIDERS:
             raise ValueError(f"onnxruntime device must be one of {sorted(_PROVIDERS)}, not {device!r}")

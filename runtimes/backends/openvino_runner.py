@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from baryir.formats import needs_extra
+
 from ..base import BackendUnavailable, Runner, RunnerInfo
 
 _HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
@@ -35,7 +37,7 @@ class OpenVINORunner(Runner):
         try:
             import openvino as ov
         except ImportError as e:
-            raise BackendUnavailable("OpenVINO is missing: pip install 'baryir[openvino]'") from e
+            raise BackendUnavailable(needs_extra("The OpenVINO runner", "openvino")) from e
         device = (device or "CPU").upper()
         precision = precision or "fp32"
         if precision not in (*_HINTS, "int8"):

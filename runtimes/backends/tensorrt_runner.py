@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from baryir.formats import INPUT_NAME, OUTPUT_NAME
+from baryir.formats import INPUT_NAME, OUTPUT_NAME, needs_extra
 
 from ..base import BackendUnavailable, Runner, RunnerInfo
 
@@ -20,7 +20,7 @@ class TensorRTRunner(Runner):
             import torch
         except ImportError as e:
             raise BackendUnavailable(
-                "TensorRT is missing: pip install 'baryir[tensorrt]' (NVIDIA index) or use JetPack's python3-libnvinfer"
+                needs_extra("The TensorRT runner", "tensorrt", " (NVIDIA's index), or JetPack's python3-libnvinfer")
             ) from e
         if not torch.cuda.is_available():
             raise BackendUnavailable("TensorRT needs an NVIDIA GPU; none is visible to torch")
