@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,15 +10,8 @@ import pytest
 import tomllib
 
 ROOT = Path(__file__).parent.parent
-
-
-def installed_layout(target: Path) -> Path:
-    """Copy the sources as pyproject's package-dir installs them (export/ -> baryir/export/, ...)."""
-    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    for package, folder in setuptools["package-dir"].items():
-        dest = target.joinpath(*package.split("."))
-        shutil.copytree(ROOT / folder, dest, ignore=shutil.ignore_patterns("__pycache__", "weights", "examples"))
-    return target
+sys.path.insert(0, str(ROOT / "scripts"))
+from package_graph import edges, installed_layout  # noqa: E402
 
 
 def test_import_contracts_are_kept(tmp_path):
@@ -41,3 +33,12 @@ def test_every_package_folder_is_installed():
             parts = init.parent.relative_to(ROOT / folder).parts
             found.add(".".join((package, *parts)))
     assert found == set(setuptools["packages"])
+
+
+def test_the_package_graph_points_one_way(tmp_path):
+    """The printed graph (scripts/package_graph.py) has no edge from a lower layer to a higher one."""
+    pytest.importorskip("grimp")
+    graph = edges(installed_layout(tmp_path))
+    order = ["cli", "comparison", "export", "quantize", "runtimes", "train", "evaluate", "data", "checkpoints", "model"]
+    upward = [(a, b) for a in order for b in graph.get(a, ()) if b in order and order.index(b) < order.index(a)]
+    assert upward == [] and "cli" not in {b for targets in graph.values() for b in targets}
