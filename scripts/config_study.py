@@ -77,7 +77,8 @@ def measure(name: str, model: Path, out: Path, args: argparse.Namespace) -> dict
     if not bench.exists() and not args.no_bench:
         baryir(
             "bench", "--model", str(model), "--backends", "onnxruntime,openvino", "--precisions", "fp32",
-            "--size", "512x512", "--cache", str(out / "artifacts" / name), "--json", str(bench),
+            "--size", "512x512", "--warmup", "1", "--repeats", str(args.repeats),
+            "--cache", str(out / "artifacts" / name), "--json", str(bench),
         )  # fmt: skip
     return {
         "quality": json.loads(quality.read_text()),
@@ -128,6 +129,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=68, help="CBSD68 photos per task")
     parser.add_argument("--no-bench", action="store_true", help="skip the latency rows")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per latency row (after one warm-up)")
     parser.add_argument("--only-train", action="store_true", help="train the candidates, measure nothing")
     parser.add_argument("-o", "--out", type=Path, required=True)
     args = parser.parse_args()
