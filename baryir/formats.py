@@ -15,8 +15,6 @@ OUTPUT_NAME = "restored"
 PAD_MULTIPLE = 8
 
 PRECISIONS = ("fp32", "fp16", "int8")
-#: Files a PyTorch runner loads (our safetensors, published or plain state dicts).
-CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt")
 
 
 @dataclass(frozen=True)

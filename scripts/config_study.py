@@ -5,8 +5,8 @@ FP32 latency at 512x512) and write one table.
 Every step is a ``baryir`` command, so each run can be stopped and resumed: a finished step
 is skipped, an interrupted training run continues with ``--resume``.
 
-    python scripts/config_study.py --data ../shared/data/train/* --clean ../shared/data/test/CBSD68 \\
-        --pairs ../shared/data/test/Rain100L_sample/input ../shared/data/test/Rain100L_sample/target \\
+    python scripts/config_study.py --data data/train/* --clean data/test/CBSD68 \\
+        --pairs data/test/Rain100L_sample/input data/test/Rain100L_sample/target \\
         -o runs/config-study
 """
 
