@@ -118,9 +118,7 @@ def main() -> int:
     parser.add_argument("--clean", required=True, help="clean test photos (CBSD68)")
     parser.add_argument("--pairs", nargs=2, metavar=("INPUT_DIR", "TARGET_DIR"), help="real rain pairs")
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
-    parser.add_argument(
-        "--tasks", nargs="+", default=["denoise_15", "denoise_25", "denoise_50", "derain_mix", "dehaze_mix"]
-    )
+    parser.add_argument("--tasks", nargs="+", default=list(THREE_TASK_VARIED))
     parser.add_argument("--steps", type=int, default=900)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--patch-size", type=int, default=64)
