@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from baryir.data.tasks import THREE_TASK_VARIED
+
 #: The candidates, as overrides of ``mobile`` (its budget: <= 2 M parameters, <= 10 GMACs at 256x256).
 CANDIDATES: dict[str, dict] = {
     "mobile": {},
