@@ -15,6 +15,8 @@ OUTPUT_NAME = "restored"
 PAD_MULTIPLE = 8
 
 PRECISIONS = ("fp32", "fp16", "int8")
+#: Precisions a runner can be asked for: the export precisions plus bf16 (OpenVINO's inference hint).
+RUN_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 @dataclass(frozen=True)

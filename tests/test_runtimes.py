@@ -179,8 +179,14 @@ def test_restore_never_overwrites_inputs_and_tiles(model_path, tmp_path):
     assert Image.open(tmp_path / "t" / "a.png").size == (130, 90)
 
 
+@pytest.fixture(scope="module")
+def artifact_cache(tmp_path_factory):
+    """The ``--cache`` of parity and eval: exports of ``model_path`` made once, reused by both."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.mark.slow
-def test_parity_cli_runs_cpu_backends(model_path, tmp_path, photo_dir):
+def test_parity_cli_runs_cpu_backends(model_path, artifact_cache, tmp_path, photo_dir):
     report = tmp_path / "parity.json"
     code = main(
         [
@@ -200,7 +206,7 @@ def test_parity_cli_runs_cpu_backends(model_path, tmp_path, photo_dir):
             "--precisions",
             "fp32",
             "--cache",
-            str(tmp_path / "cache"),
+            str(artifact_cache),
             "--json",
             str(report),
         ]
@@ -223,6 +229,25 @@ def test_parity_cli_runs_cpu_backends(model_path, tmp_path, photo_dir):
         assert r["psnr_vs_reference"] >= 50 and r["passed"]
     assert code == 0
     assert len(data["images"]) == 3 and any("@1032x776" in name for name in data["images"])
+
+
+@pytest.mark.slow
+def test_eval_cli_on_onnx_runtime_matches_torch(model_path, artifact_cache, tmp_path, photo_dir):
+    """`eval --backend onnxruntime` exports the checkpoint, runs it in ONNX Runtime, says so, and
+    scores what PyTorch scores on the same draws."""
+    reports = {}
+    for backend in ("torch", "onnxruntime"):
+        reports[backend] = tmp_path / f"{backend}.json"
+        args = ["eval", "--model", str(model_path), "--clean", str(photo_dir), "--tasks", "denoise_25", "dehaze"]
+        args += ["--backend", backend, "--cache", str(artifact_cache), "--json", str(reports[backend])]
+        assert main([*args, "--no-progress"]) == 0
+    ref, ort = (json.loads(reports[b].read_text()) for b in ("torch", "onnxruntime"))
+    assert (ort["backend"], ort["device"], ort["runs_at"]) == ("onnxruntime", "CPU", "fp32")
+    assert any(artifact_cache.rglob("model.onnx"))
+    for r, o in zip(ref["results"], ort["results"]):
+        assert (r["task"], r["n"]) == (o["task"], o["n"])
+        assert o["input_psnr"] == r["input_psnr"]
+        assert abs(o["psnr"] - r["psnr"]) < 1e-3 and abs(o["ssim"] - r["ssim"]) < 1e-4
 
 
 @pytest.mark.gpu

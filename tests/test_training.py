@@ -295,3 +295,11 @@ def test_eval_cli_on_pairs_and_synthetic(photo_dir, tmp_path, nano_model):
     assert rows["derain"]["n"] == 2 and rows["denoise_25"]["n"] == 4
     for r in data["results"]:
         assert 0 < r["ssim"] <= 1 and r["psnr"] > 5 and r["input_psnr"] > 5
+
+
+def test_eval_cli_torch_has_no_runtime_precisions(photo_dir, tmp_path, nano_model):
+    from baryir import save_model
+
+    model_path = save_model(nano_model, tmp_path / "m.safetensors")
+    args = ["eval", "--model", str(model_path), "--clean", str(photo_dir), "--precision", "int8"]
+    assert main(args) == 2

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from baryir.data.tasks import TASK_NAMES
-from baryir.formats import BACKEND_NAMES
+from baryir.formats import BACKEND_NAMES, RUN_PRECISIONS
 
 from .common import list_of, sizes, write_json
 
@@ -64,7 +64,7 @@ def add_row_options(p: argparse.ArgumentParser) -> None:
         metavar="BACKEND",
         help=f"{', '.join(backends)} (space or comma separated)",
     )
-    precisions = ["fp32", "fp16", "bf16", "int8"]
+    precisions = list(RUN_PRECISIONS)
     p.add_argument(
         "--precisions",
         nargs="+",

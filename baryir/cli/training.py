@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from baryir.data.tasks import TASK_NAMES
+from baryir.formats import BACKEND_NAMES, RUN_PRECISIONS
 from baryir.options import BaryLossWeights, TrainOptions
 from baryir.quantize.options import QuantizeOptions
 from baryir.quantize.scheme import IGNORED_SCOPES
@@ -28,45 +30,67 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..checkpoints import load_model, resolve_model_path
-    from ..evaluate import evaluate, markdown_table, paired_items, synthetic_items
-    from ..inference import restore_tensor
-
     if not args.pairs and not args.clean:
         print("error: give --pairs INPUT_DIR TARGET_DIR and/or --clean DIR --tasks ...", file=sys.stderr)
         return 2
-    from baryir.quantize.checkpoint import is_quantized, load_quantized
+    from ..evaluate import evaluate, markdown_table, paired_items, synthetic_items
 
-    quantized = is_quantized(args.model)
-    # a quantized checkpoint runs as NNCF's fake-quantized PyTorch model (INT8 runtimes: baryir parity)
-    if quantized and args.device != "cpu":
-        print(
-            f"error: {args.model} is quantized: it evaluates as NNCF's fake-quantized model on the CPU; "
-            "use --device cpu",
-            file=sys.stderr,
-        )
+    restore, where = _torch_restore(args) if args.backend == "torch" else _runner_restore(args)
+    if restore is None:
         return 2
-    if args.device.startswith("cuda"):  # true FP32, as on the CPU (PyTorch lets cuDNN use TF32 by default)
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    from ..inference import torch_device
-
-    model = load_quantized(args.model) if quantized else load_model(args.model, torch_device(args.device))
     items = []
     if args.pairs:
         items += paired_items(*args.pairs, task=args.pairs_task, limit=args.limit)
     if args.clean:
         items += synthetic_items(args.clean, args.tasks, limit=args.limit)
+    from ..checkpoints import resolve_model_path
     from ..io.atomic import refuse_overwriting_inputs
 
     refuse_overwriting_inputs([resolve_model_path(args.model)], [args.json])
-    rows = evaluate(lambda img: restore_tensor(model, img), items, progress=not args.no_progress)
+    print(f"running on {where['backend']} {where['device']} at {where['runs_at']}", file=sys.stderr)
+    rows = evaluate(restore, items, progress=not args.no_progress)
     print(markdown_table(rows))
     if args.json:
-        backend = "torch-fake-quant-int8" if quantized else "torch"
-        write_json(args.json, {"model": str(args.model), "backend": backend, "device": args.device, "results": rows})
+        write_json(args.json, {"model": str(args.model), **where, "results": rows})
     return 0
+
+
+def _torch_restore(args: argparse.Namespace):
+    """The model in PyTorch (a quantized checkpoint as NNCF's fake-quantized model)."""
+    import torch
+
+    from baryir.quantize.checkpoint import is_quantized, load_quantized
+
+    from ..checkpoints import load_model
+    from ..inference import restore_tensor, torch_device
+
+    quantized = is_quantized(args.model)
+    if quantized and args.device != "cpu":
+        print(
+            f"error: {args.model} is quantized: it evaluates as NNCF's fake-quantized model on the CPU; "
+            "use --device cpu, or --backend onnxruntime/openvino --precision int8 for an INT8 runtime",
+            file=sys.stderr,
+        )
+        return None, {}
+    if args.precision != "fp32":
+        print("error: --backend torch evaluates in FP32; pick a runtime backend for --precision", file=sys.stderr)
+        return None, {}
+    if args.device.startswith("cuda"):  # true FP32, as on the CPU (PyTorch lets cuDNN use TF32 by default)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    model = load_quantized(args.model) if quantized else load_model(args.model, torch_device(args.device))
+    backend = "torch-fake-quant-int8" if quantized else "torch"
+    return (lambda img: restore_tensor(model, img)), {"backend": backend, "device": args.device, "runs_at": "fp32"}
+
+
+def _runner_restore(args: argparse.Namespace):
+    """The model exported for ``--backend`` (into ``--cache``, reused while the weights are
+    unchanged) and run by that runtime; device and precision are read back from the runner."""
+    from ..comparison.parity import artifact_for, open_runner, runner_restore
+
+    artifact = artifact_for(args.model, args.backend, args.precision, Path(args.cache), args.int8_model)
+    runner = open_runner(artifact, args.backend, args.precision)
+    info = runner.info
+    return runner_restore(runner), {"backend": info.backend, "device": info.device, "runs_at": info.precision}
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -167,8 +191,24 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--device",
         default="cpu",
-        help="run the model here: cpu (default, the numbers in docs/) or cuda (FP32; cuDNN's TF32 off)",
+        help="torch's device: cpu (default, the numbers in docs/) or cuda (FP32; cuDNN's TF32 off)",
     )
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=list(BACKEND_NAMES),
+        help="run the model here: torch (default) or a runtime, which gets --model exported into --cache first "
+        "(exports are reused while the weights are unchanged); the JSON names the backend, device and precision "
+        "that ran",
+    )
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=list(RUN_PRECISIONS),
+        help="precision of a runtime backend (int8: the shipped INT8 version of --model, or --int8-model)",
+    )
+    p.add_argument("--cache", default="out/artifacts", help="where exported artifacts are kept (runtime backends)")
+    p.add_argument("--int8-model", help="quantized checkpoint for --precision int8 (a `baryir quantize` output)")
     p.add_argument("--json", help="write {model, backend, results} JSON here")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)

@@ -18,7 +18,7 @@ from baryir.runtimes.loader import load_runner
 from baryir.runtimes.verify import ArtifactCheckError
 
 from ..checkpoints import file_sha256
-from ..evaluate import EvalItem
+from ..evaluate import EvalItem, Restore
 from ..metrics import psnr, ssim
 
 #: Default budgets: FP32/FP16/BF16 against PyTorch FP32 (dB), INT8 as loss against the target.
@@ -94,9 +94,13 @@ def open_runner(artifact: str, backend: str, precision: str, torch_device: str =
     return load_runner(artifact, backend, device, None if backend in ("onnxruntime", "tensorrt") else precision)
 
 
+def runner_restore(runner) -> Restore:
+    """``runner`` as the (3, H, W) tensor -> tensor function :func:`~baryir.evaluate.evaluate` takes."""
+    return lambda image: torch.from_numpy(runner.restore(image.permute(1, 2, 0).numpy()).transpose(2, 0, 1))
+
+
 def _run(runner, item: EvalItem) -> np.ndarray:
-    image = item.degraded.permute(1, 2, 0).numpy()
-    return runner.restore(image).transpose(2, 0, 1)
+    return runner_restore(runner)(item.degraded).numpy()
 
 
 def _row(runner, outs: list[np.ndarray], references: list[np.ndarray], items: list[EvalItem]) -> dict:
