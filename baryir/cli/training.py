@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from baryir.data.tasks import TASK_NAMES
 from baryir.formats import BACKEND_NAMES, RUN_PRECISIONS
@@ -14,6 +15,9 @@ from baryir.quantize.options import QuantizeOptions
 from baryir.quantize.scheme import IGNORED_SCOPES
 
 from .common import add_validation_options, field_defaults, options_from, validation_items, write_json
+
+if TYPE_CHECKING:
+    from ..evaluate import Restore
 
 #: Defaults of every option live once, in the options dataclasses.
 T, W, Q = field_defaults(TrainOptions), field_defaults(BaryLossWeights), field_defaults(QuantizeOptions)
@@ -55,7 +59,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _torch_restore(args: argparse.Namespace):
+def _torch_restore(args: argparse.Namespace) -> tuple[Restore | None, dict]:
     """The model in PyTorch (a quantized checkpoint as NNCF's fake-quantized model)."""
     import torch
 
@@ -82,7 +86,7 @@ def _torch_restore(args: argparse.Namespace):
     return (lambda img: restore_tensor(model, img)), {"backend": backend, "device": args.device, "runs_at": "fp32"}
 
 
-def _runner_restore(args: argparse.Namespace):
+def _runner_restore(args: argparse.Namespace) -> tuple[Restore, dict]:
     """The model exported for ``--backend`` (into ``--cache``, reused while the weights are
     unchanged) and run by that runtime; device and precision are read back from the runner."""
     from ..comparison.parity import artifact_for, open_runner, runner_restore
