@@ -1,10 +1,11 @@
 """Pack folders of clean training photos under a size budget, to carry them to a leased GPU
-machine (the device tool carries at most 64 MiB): every photo re-encoded as WebP at the highest
-quality in ``--qualities`` whose total fits ``--max-mib``, same size, same folder names.
+machine (the device tool carries at most 64 MiB), with the fewest pixels changed:
 
-A photo already stored lossy (JPEG) is re-encoded once more, so the quality is kept high; the
-report says which quality was used and how far it moved the pixels (PSNR of packed vs source,
-the worst photo), so a training run on the packed copy states what it saw.
+- photos stored lossy already (JPEG) are copied byte for byte: a re-encode would add loss;
+- the others (PNG, ...) become lossless WebP if everything then fits ``--max-mib``;
+- otherwise those become JPEG with full-resolution colour (4:4:4) at the highest quality in
+  ``--qualities`` that fits. The report gives the quality and the worst PSNR of a re-encoded
+  photo against its source, so a run on the packed copy can state what it saw.
 
 Usage: python scripts/pack_data.py DIR [DIR ...] -o OUT [--max-mib 56] [--json FILE]
 """
@@ -23,11 +24,17 @@ from PIL import Image
 from baryir.data.images import list_images
 from baryir.io.atomic import atomic_write_bytes, refuse_overwriting_inputs
 
+LOSSY_SUFFIXES = (".jpg", ".jpeg")
 
-def encode(pixels: np.ndarray, quality: int) -> bytes:
+
+def encode(pixels: np.ndarray, quality: int | None) -> tuple[bytes, str]:
+    """Lossless WebP for ``quality`` None, else JPEG 4:4:4 at ``quality``; bytes and suffix."""
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="WEBP", quality=quality, method=6)
-    return buf.getvalue()
+    if quality is None:
+        Image.fromarray(pixels).save(buf, format="WEBP", lossless=True, method=4)
+        return buf.getvalue(), ".webp"
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=quality, subsampling=0)
+    return buf.getvalue(), ".jpg"
 
 
 def psnr8(a: np.ndarray, b: np.ndarray) -> float:
@@ -36,31 +43,40 @@ def psnr8(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def pack(folders: list[Path], out: Path, max_mib: float, qualities: list[int]) -> dict:
-    """Write the packed copy into ``out`` (one sub-folder per input folder); a ValueError when
-    even the lowest quality does not fit."""
-    sources = [(folder.name, path) for folder in folders for path in list_images(folder)]
+    """Write the packed copy into ``out`` (one sub-folder per input folder); a ValueError, and
+    nothing written, when even the lowest quality does not fit."""
     names = [folder.name for folder in folders]
     if len(set(names)) != len(names):
         raise ValueError(f"input folders share a name ({', '.join(names)}): their packed copies would collide")
-    pixels = [np.asarray(Image.open(path).convert("RGB")) for _, path in sources]
-    for quality in sorted(qualities, reverse=True):
-        encoded = [encode(p, quality) for p in pixels]
-        total = sum(len(e) for e in encoded)
-        if total <= max_mib * 2**20:
+    sources = [(folder.name, path) for folder in folders for path in list_images(folder)]
+    stems = [(folder, path.stem) for folder, path in sources]
+    if len(set(stems)) != len(stems):
+        raise ValueError("two photos of one folder share a name but not the suffix: rename one")
+    kept = {i: path.read_bytes() for i, (_, path) in enumerate(sources) if path.suffix.lower() in LOSSY_SUFFIXES}
+    pixels = {i: np.asarray(Image.open(path).convert("RGB")) for i, (_, path) in enumerate(sources) if i not in kept}
+    budget = max_mib * 2**20 - sum(len(b) for b in kept.values())
+    for quality in [None, *sorted(qualities, reverse=True)]:
+        encoded = {i: encode(p, quality) for i, p in pixels.items()}
+        if sum(len(b) for b, _ in encoded.values()) <= budget:
             break
     else:
-        need = f"{total / 2**20:.1f} MiB even at quality {quality}"
-        raise ValueError(f"{len(sources)} photos need {need}: raise --max-mib")
+        raise ValueError(
+            f"{len(sources)} photos do not fit {max_mib} MiB even at JPEG quality {quality}: raise --max-mib"
+        )
     worst = math.inf
-    for (folder, path), data, original in zip(sources, encoded, pixels):
-        atomic_write_bytes(out / folder / f"{path.stem}.webp", data)
-        worst = min(worst, psnr8(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), original))
+    for i, (folder, path) in enumerate(sources):
+        data, suffix = (kept[i], path.suffix) if i in kept else encoded[i]
+        atomic_write_bytes(out / folder / f"{path.stem}{suffix}", data)
+        if i in pixels and quality is not None:
+            worst = min(worst, psnr8(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), pixels[i]))
     return {
         "photos": len(sources),
         "folders": {f.name: len(list_images(f)) for f in folders},
-        "quality": quality,
-        "mib": round(total / 2**20, 2),
-        "worst_psnr_db": round(worst, 2),
+        "copied": len(kept),
+        "reencoded": len(pixels),
+        "encoding": "lossless webp" if quality is None else f"jpeg 4:4:4 quality {quality}",
+        "mib": round(sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20, 2),
+        "worst_psnr_db": None if math.isinf(worst) else round(worst, 2),
         "out": str(out),
     }
 
@@ -70,7 +86,7 @@ def main() -> int:
     p.add_argument("folders", nargs="+", type=Path, help="folders of clean photos")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (one sub-folder per input)")
     p.add_argument("--max-mib", type=float, default=56.0, help="size budget of the packed copy (default 56)")
-    p.add_argument("--qualities", type=int, nargs="+", default=[98, 95, 92, 90], help="WebP qualities to try")
+    p.add_argument("--qualities", type=int, nargs="+", default=[97, 95, 92, 90], help="JPEG qualities to try")
     p.add_argument("--json", type=Path, help="write the report here too")
     args = p.parse_args()
     refuse_overwriting_inputs(args.folders, [args.out, *(args.out / f.name for f in args.folders)])

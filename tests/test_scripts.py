@@ -23,26 +23,30 @@ def _photos(folder: Path, n: int, seed: int) -> Path:
     return folder
 
 
-def test_pack_keeps_every_photo_and_folder_under_the_budget(tmp_path):
+def test_pack_copies_lossy_photos_and_keeps_the_others_lossless_when_they_fit(tmp_path):
     folders = [_photos(tmp_path / "a", 3, 0), _photos(tmp_path / "b", 2, 1)]
-    report = pack(folders, tmp_path / "out", max_mib=1.0, qualities=[98, 80])
-    assert report["photos"] == 5 and report["folders"] == {"a": 3, "b": 2} and report["quality"] == 98
-    files = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.webp"))
-    assert files == ["a/p0.webp", "a/p1.webp", "a/p2.webp", "b/p0.webp", "b/p1.webp"]
-    assert sum(p.stat().st_size for p in (tmp_path / "out").rglob("*")) <= 2**20
+    Image.open(folders[1] / "p1.png").save(folders[1] / "j.jpg", quality=90)
+    report = pack(folders, tmp_path / "out", max_mib=1.0, qualities=[95, 80])
+    assert report["photos"] == 6 and report["folders"] == {"a": 3, "b": 3}
+    assert (report["copied"], report["reencoded"], report["encoding"]) == (1, 5, "lossless webp")
+    assert report["worst_psnr_db"] is None
+    out = tmp_path / "out"
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == ["a/p0.webp", "a/p1.webp", "a/p2.webp", "b/j.jpg", "b/p0.webp", "b/p1.webp"]
+    assert (out / "b" / "j.jpg").read_bytes() == (folders[1] / "j.jpg").read_bytes()
     for name in ("a/p0.webp", "b/p1.webp"):
-        packed = np.asarray(Image.open(tmp_path / "out" / name).convert("RGB")).astype(float)
-        source = np.asarray(Image.open(tmp_path / name.replace(".webp", ".png"))).astype(float)
-        assert packed.shape == source.shape and 10 * np.log10(255**2 / np.mean((packed - source) ** 2)) >= 30
-    assert report["worst_psnr_db"] >= 30
+        packed = np.asarray(Image.open(out / name).convert("RGB"))
+        np.testing.assert_array_equal(packed, np.asarray(Image.open(tmp_path / name.replace(".webp", ".png"))))
 
 
-def test_pack_lowers_the_quality_to_fit_and_refuses_what_cannot(tmp_path):
+def test_pack_falls_back_to_jpeg_to_fit_and_refuses_what_cannot(tmp_path):
     folders = [_photos(tmp_path / "a", 4, 0)]
-    sizes = pack(folders, tmp_path / "full", max_mib=1.0, qualities=[100])
-    budget = sizes["mib"] * 0.8
-    report = pack(folders, tmp_path / "fit", max_mib=budget, qualities=[100, 60, 20])
-    assert report["quality"] < 100 and report["mib"] <= budget
+    lossless = pack(folders, tmp_path / "full", max_mib=1.0, qualities=[95])
+    budget = lossless["mib"] * 0.8
+    report = pack(folders, tmp_path / "fit", max_mib=budget, qualities=[95, 60, 20])
+    assert report["encoding"].startswith("jpeg 4:4:4") and report["mib"] <= budget
+    assert 20 < report["worst_psnr_db"] < 80
+    assert sorted(p.name for p in (tmp_path / "fit" / "a").iterdir()) == [f"p{i}.jpg" for i in range(4)]
     with pytest.raises(ValueError, match="raise --max-mib"):
         pack(folders, tmp_path / "never", max_mib=1e-4, qualities=[50])
     assert not (tmp_path / "never").exists()  # nothing half-written when it does not fit
