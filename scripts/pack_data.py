@@ -23,6 +23,7 @@ from PIL import Image
 
 from baryir.data.images import list_images
 from baryir.io.atomic import atomic_write_bytes, refuse_overwriting_inputs
+from baryir.metrics import psnr
 
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
 
@@ -35,11 +36,6 @@ def encode(pixels: np.ndarray, quality: int | None) -> tuple[bytes, str]:
         return buf.getvalue(), ".webp"
     Image.fromarray(pixels).save(buf, format="JPEG", quality=quality, subsampling=0)
     return buf.getvalue(), ".jpg"
-
-
-def psnr8(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def pack(folders: list[Path], out: Path, max_mib: float, qualities: list[int]) -> dict:
@@ -68,10 +64,11 @@ def pack(folders: list[Path], out: Path, max_mib: float, qualities: list[int]) -
         data, suffix = (kept[i], path.suffix) if i in kept else encoded[i]
         atomic_write_bytes(out / folder / f"{path.stem}{suffix}", data)
         if i in pixels and quality is not None:
-            worst = min(worst, psnr8(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), pixels[i]))
+            packed = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+            worst = min(worst, psnr(packed / 255.0, pixels[i] / 255.0))
     return {
         "photos": len(sources),
-        "folders": {f.name: len(list_images(f)) for f in folders},
+        "folders": {name: sum(folder == name for folder, _ in sources) for name in names},
         "copied": len(kept),
         "reencoded": len(pixels),
         "encoding": "lossless webp" if quality is None else f"jpeg 4:4:4 quality {quality}",

@@ -243,7 +243,9 @@ def test_eval_cli_on_onnx_runtime_matches_torch(model_path, artifact_cache, tmp_
         assert main([*args, "--no-progress"]) == 0
     ref, ort = (json.loads(reports[b].read_text()) for b in ("torch", "onnxruntime"))
     assert (ort["backend"], ort["device"], ort["runs_at"]) == ("onnxruntime", "CPU", "fp32")
-    assert any(artifact_cache.rglob("model.onnx"))
+    scored = Path(ort["artifact"])
+    assert scored.is_relative_to(artifact_cache) and scored.name == "model.onnx" and scored.is_file()
+    assert Path(ref["artifact"]).samefile(model_path)
     for r, o in zip(ref["results"], ort["results"]):
         assert (r["task"], r["n"]) == (o["task"], o["n"])
         assert o["input_psnr"] == r["input_psnr"]

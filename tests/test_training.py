@@ -297,9 +297,13 @@ def test_eval_cli_on_pairs_and_synthetic(photo_dir, tmp_path, nano_model):
         assert 0 < r["ssim"] <= 1 and r["psnr"] > 5 and r["input_psnr"] > 5
 
 
-def test_eval_cli_torch_has_no_runtime_precisions(photo_dir, tmp_path, nano_model):
+def test_eval_cli_refuses_options_of_the_other_kind_of_backend(photo_dir, tmp_path, nano_model, capsys):
     from baryir import save_model
 
     model_path = save_model(nano_model, tmp_path / "m.safetensors")
-    args = ["eval", "--model", str(model_path), "--clean", str(photo_dir), "--precision", "int8"]
-    assert main(args) == 2
+    args = ["eval", "--model", str(model_path), "--clean", str(photo_dir), "--no-progress"]
+    assert main([*args, "--precision", "int8"]) == 2
+    assert "--backend torch evaluates in FP32" in capsys.readouterr().err
+    assert main([*args, "--backend", "openvino", "--device", "cuda"]) == 2
+    assert "--device applies to --backend torch" in capsys.readouterr().err
+    assert main(args) == 0  # the same command without them runs

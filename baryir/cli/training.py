@@ -39,6 +39,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 2
     from ..evaluate import evaluate, markdown_table, paired_items, synthetic_items
 
+    if args.backend != "torch" and args.device != "cpu":
+        print(f"error: --device applies to --backend torch; {args.backend} picks its own device", file=sys.stderr)
+        return 2
     restore, where = _torch_restore(args) if args.backend == "torch" else _runner_restore(args)
     if restore is None:
         return 2
@@ -50,7 +53,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..checkpoints import resolve_model_path
     from ..io.atomic import refuse_overwriting_inputs
 
-    refuse_overwriting_inputs([resolve_model_path(args.model)], [args.json])
+    refuse_overwriting_inputs([resolve_model_path(args.model), args.int8_model, where["artifact"]], [args.json])
     print(f"running on {where['backend']} {where['device']} at {where['runs_at']}", file=sys.stderr)
     rows = evaluate(restore, items, progress=not args.no_progress)
     print(markdown_table(rows))
@@ -65,7 +68,7 @@ def _torch_restore(args: argparse.Namespace) -> tuple[Restore | None, dict]:
 
     from baryir.quantize.checkpoint import is_quantized, load_quantized
 
-    from ..checkpoints import load_model
+    from ..checkpoints import load_model, resolve_model_path
     from ..inference import restore_tensor, torch_device
 
     quantized = is_quantized(args.model)
@@ -83,7 +86,9 @@ def _torch_restore(args: argparse.Namespace) -> tuple[Restore | None, dict]:
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     model = load_quantized(args.model) if quantized else load_model(args.model, torch_device(args.device))
     backend = "torch-fake-quant-int8" if quantized else "torch"
-    return (lambda img: restore_tensor(model, img)), {"backend": backend, "device": args.device, "runs_at": "fp32"}
+    artifact = str(resolve_model_path(args.model))
+    where = {"backend": backend, "device": args.device, "runs_at": "fp32", "artifact": artifact}
+    return (lambda img: restore_tensor(model, img)), where
 
 
 def _runner_restore(args: argparse.Namespace) -> tuple[Restore, dict]:
@@ -94,7 +99,8 @@ def _runner_restore(args: argparse.Namespace) -> tuple[Restore, dict]:
     artifact = artifact_for(args.model, args.backend, args.precision, Path(args.cache), args.int8_model)
     runner = open_runner(artifact, args.backend, args.precision)
     info = runner.info
-    return runner_restore(runner), {"backend": info.backend, "device": info.device, "runs_at": info.precision}
+    where = {"backend": info.backend, "device": info.device, "runs_at": info.precision, "artifact": info.artifact}
+    return runner_restore(runner), where
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -213,7 +219,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--cache", default="out/artifacts", help="where exported artifacts are kept (runtime backends)")
     p.add_argument("--int8-model", help="quantized checkpoint for --precision int8 (a `baryir quantize` output)")
-    p.add_argument("--json", help="write {model, backend, results} JSON here")
+    p.add_argument("--json", help="write {model, backend, device, runs_at, artifact, results} JSON here")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 
