@@ -19,6 +19,7 @@ the step in progress, with everything saved for ``--resume``; a second signal ab
 from __future__ import annotations
 
 import copy
+import fcntl
 import csv
 import json
 import math
@@ -38,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from .cpu import bf16_native
 from .checkpoints import build_model, load_model, read_safetensors, save_model, save_potentials
 from .data.datasets import AllInOneDataset
 from .evaluate import EvalItem, evaluate
@@ -168,14 +170,52 @@ def _device(opts: TrainOptions) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """``auto`` is bf16 on CUDA and on CPUs that compute bf16 natively (AVX512-BF16, AMX;
+    ~1.4x faster steps than FP32 there), else fp32."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" or (device.type == "cpu" and bf16_native()) else "fp32"
+
+
 def _autocast(device: torch.device, precision: str):
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
+    precision = resolve_precision(device, precision)
     if precision == "fp32":
         return nullcontext()
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     raise ValueError(f"precision must be fp32, bf16 or auto, not {precision!r}")
+
+
+class RunLock:
+    """An exclusive lock on a run folder (``.lock``, flock) for as long as a run uses it: a second
+    live run on the same folder is refused instead of interleaving its checkpoints. The kernel
+    drops the lock when the process ends, however it ends, so a killed run never leaves it."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / ".lock"
+        self._file = open(self.path, "a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read(64).strip() or "another process"
+            self._file.close()
+            raise RuntimeError(
+                f"{folder} is in use by a live training run ({holder}); wait for it or stop it, "
+                "or give this run another --out"
+            ) from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"pid {os.getpid()}\n")
+        self._file.flush()
+
+    def release(self) -> None:
+        """Let another run use the folder (also done by the kernel when the process ends)."""
+        if not self._file.closed:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
 
 
 class Trainer:
@@ -195,12 +235,14 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # one patch size: let cuDNN time and keep its fastest kernels
         self.out = Path(opts.out)
+        self._lock = RunLock(self.out) if self.rank == 0 else None
         if opts.init and not opts.resume:  # a resumed run reads its weights from --out, not --init
             refuse_overwriting_inputs([opts.init], [self.out / name for name in RUN_FILES])
         torch.manual_seed(opts.seed)
 
         self.data = AllInOneDataset(
-            opts.data, opts.tasks, opts.patch_size, seed=opts.seed, content_haze=opts.content_haze
+            opts.data, opts.tasks, opts.patch_size, seed=opts.seed, content_haze=opts.content_haze,
+            content_variety=opts.content_variety,
         )
         if model is None:
             model = load_model(opts.init) if opts.init else build_model(opts.config)
@@ -415,6 +457,7 @@ class Trainer:
         if self.rank == 0:
             csv_file.close()
             atomic_write(self.out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+            self._lock.release()
         if stopped_by:
             raise TrainingStopped(stopped_by, self.step, opts.steps, self.out)
         return summary

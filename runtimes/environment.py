@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-from functools import lru_cache
+from ..cpu import cpu_features
 
 #: The libraries whose versions every report names.
 LIBRARIES = (
@@ -36,28 +36,6 @@ def library_versions(*names: str) -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             pass
     return versions
-
-
-#: Report name -> /proc/cpuinfo flags (any of them).
-_FLAGS = {
-    "avx2": ("avx2",),
-    "avx512": ("avx512f",),
-    "vnni": ("avx512_vnni", "avx_vnni"),
-    "amx": ("amx_int8", "amx_tile"),
-    "bf16": ("avx512_bf16", "amx_bf16"),
-}
-
-
-@lru_cache(maxsize=1)
-def cpu_features() -> dict[str, bool]:
-    """{avx2, avx512, vnni, amx, bf16} -> present, on Linux x86 (empty where unknown)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return {}
-    present = set(flags)
-    return {name: any(flag in present for flag in names) for name, names in _FLAGS.items()} if present else {}
 
 
 def describe_cpu() -> str:

@@ -149,6 +149,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         f"noise on a misty photo is not taken for a haze task (default {T.content_haze}: the published data; "
         "the shipped model used 0.3)",
     )
+    p.add_argument(
+        "--content-variety",
+        type=float,
+        default=T.content_variety,
+        metavar="P",
+        help="share of samples whose photo (input and target) first gets a condition the model should keep: "
+        f"soft focus, shake, JPEG, exposure, downscaling or a colour cast (default {T.content_variety})",
+    )
     p.add_argument("--lr", type=float, default=T.lr, help=f"peak learning rate (default {T.lr:g})")
     p.add_argument("--pots-lr", type=float, help="potentials' learning rate (default: --lr)")
     p.add_argument(
@@ -163,7 +171,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--precision",
         choices=["auto", "fp32", "bf16"],
         default=T.precision,
-        help="autocast precision (auto: bf16 on CUDA, fp32 on CPU)",
+        help="autocast precision (auto: bf16 on CUDA and on CPUs with native bf16, AVX512-BF16 or AMX; else fp32)",
     )
     p.add_argument("--device", default=T.device, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (~2x faster after warm-up)")

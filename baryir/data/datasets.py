@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .degradations import add_haze, get_task
+from .degradations import add_content_condition, add_haze, get_task
 from .images import list_images, pair_by_name, read_images
 
 #: Haze strength of ``content_haze``: scene haze that belongs to the picture, milder than
@@ -56,6 +56,10 @@ class AllInOneDataset(Dataset):
     ``dehaze`` shows a mildly hazy scene in *both* its input and its target: it teaches the
     model that a rainy or noisy photo of a misty landscape is not a haze task (without it, the
     default model dehazed real Rain100L photos of low-contrast scenes).
+
+    ``content_variety`` is the probability that a synthetic sample's photo first gets one
+    :func:`~.degradations.add_content_condition` (soft focus, JPEG, exposure, ...) in both input
+    and target: what the model was not trained to remove, it learns to keep.
     """
 
     def __init__(
@@ -66,13 +70,14 @@ class AllInOneDataset(Dataset):
         seed: int = 0,
         length: int = 10**9,
         content_haze: float = 0.0,
+        content_variety: float = 0.0,
     ) -> None:
         if not tasks:
             raise ValueError("no tasks given")
         self.tasks = [get_task(t) for t in tasks]
         self.sources = sorted({t.source for t in self.tasks}, key=[t.source for t in self.tasks].index)
         self.patch_size, self.seed, self.length = patch_size, seed, length
-        self.content_haze = content_haze
+        self.content_haze, self.content_variety = content_haze, content_variety
         self.entries: list[Entry] = []
         for folder in map(Path, folders):
             self._add_folder(folder, tasks)
@@ -126,6 +131,8 @@ class AllInOneDataset(Dataset):
             if self.content_haze > 0 and task.source != "dehaze":
                 if torch.rand((), generator=gen) < self.content_haze:
                     clean = add_haze(clean, gen, beta=CONTENT_HAZE_BETA)
+            if self.content_variety > 0 and torch.rand((), generator=gen) < self.content_variety:
+                clean = add_content_condition(clean, gen)
             degraded = task.degrade(clean, gen)
         else:
             degraded = entry.degraded[:, y : y + p, x : x + p]

@@ -179,6 +179,58 @@ def add_rain_varied(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out.clamp(0, 1)
 
 
+def _top_share_threshold(x: torch.Tensor, share: float) -> torch.Tensor:
+    """The value above which the brightest ``share`` of ``x``'s elements lie."""
+    flat = x.flatten()
+    k = min(flat.numel(), max(1, int(round(flat.numel() * (1 - share)))))
+    return flat.kthvalue(k).values
+
+
+@dataclass(frozen=True)
+class StreakRecipe:
+    """The Photoshop recipe of the published rain sets (Rain12, Rain100L/H, Rain800, Rain1400):
+    add monochrome noise, Gaussian blur, Levels to keep the brightest ``density`` share as
+    drops, Motion Blur at an angle, Levels to the streaks' ``peak``, screen blend."""
+
+    density: tuple[float, float] = (0.0015, 0.012)  # share of pixels kept as drops by Levels
+    grain: tuple[float, float] = (0.7, 1.5)  # Gaussian blur of the noise, sigma in pixels
+    length: tuple[float, float] = (15, 45)  # Motion Blur distance, pixels
+    angle: tuple[float, float] = (-25, 25)  # degrees from vertical
+    peak: tuple[float, float] = (0.35, 0.9)  # the streaks' brightest value after Levels
+
+
+#: Rain100L-like: one layer of sparse, soft, moderately long streaks.
+STREAKS_LIGHT = StreakRecipe()
+#: A second, denser layer of shorter, fainter streaks (Rain1400/Rain800-like fine rain).
+STREAKS_FINE = StreakRecipe(density=(0.01, 0.04), grain=(0.2, 0.5), length=(5, 18), peak=(0.12, 0.4))
+
+
+def photoshop_rain_layer(height: int, width: int, gen: torch.Generator, recipe: StreakRecipe = STREAKS_LIGHT,
+                         angle: float | None = None) -> torch.Tensor:
+    """A (H, W) rain layer in [0, 1] made as the published sets made theirs (:class:`StreakRecipe`);
+    ``angle`` (degrees from vertical) overrides the recipe's range."""
+    noise = torch.rand(height, width, generator=gen)
+    noise = _conv_same(noise[None], gaussian_kernel(_uniform(gen, *recipe.grain)))[0]
+    black = _top_share_threshold(noise, _uniform(gen, *recipe.density))
+    drops = ((noise - black) / (noise.amax() - black).clamp(min=1e-6)).clamp(0, 1)
+    theta = _uniform(gen, *recipe.angle) if angle is None else angle
+    streaks = _conv_same(drops[None], line_kernel(_uniform(gen, *recipe.length), theta, 1.0))[0]
+    white = _top_share_threshold(streaks, 0.002).clamp(min=1e-6)
+    return (streaks / white * _uniform(gen, *recipe.peak)).clamp(0, 1)
+
+
+def add_rain_photoshop(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Rain as the published sets rendered it: one :data:`STREAKS_LIGHT` layer, and in 40 % of
+    pictures a :data:`STREAKS_FINE` layer at nearly the same angle, screen-blended."""
+    h, w = img.shape[-2:]
+    angle = _uniform(gen, *STREAKS_LIGHT.angle)
+    out = 1 - (1 - img) * (1 - photoshop_rain_layer(h, w, gen, STREAKS_LIGHT, angle)[None])
+    if torch.rand((), generator=gen) < 0.4:
+        fine = photoshop_rain_layer(h, w, gen, STREAKS_FINE, angle + _uniform(gen, -5, 5))
+        out = 1 - (1 - out) * (1 - fine[None])
+    return out.clamp(0, 1)
+
+
 # ---------------------------------------------------------------- haze
 def depth_proxy(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """A plausible relative depth in [0, 1] (1 = far): a tilted vertical ramp (far at the top)
@@ -317,6 +369,35 @@ def add_jpeg(img: torch.Tensor, gen: torch.Generator, quality: tuple[int, int] =
     return torch.from_numpy(out).permute(2, 0, 1).contiguous()
 
 
+# ---------------------------------------------------------------- content conditions
+def add_content_condition(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One photographic condition that is part of the picture, not a degradation the model
+    removes: soft focus, a little camera shake, JPEG compression, under- or over-exposure, a
+    downscaled photo, a colour cast. Training puts it in input *and* target, so the model learns
+    to leave what it was not trained to remove as it is."""
+    kind = _choice(gen, 6)
+    if kind == 0:
+        return _conv_same(img, gaussian_kernel(_uniform(gen, 0.5, 1.6))).clamp(0, 1)
+    if kind == 1:
+        return _conv_same(img, motion_kernel(gen, 9)).clamp(0, 1)
+    if kind == 2:
+        return add_jpeg(img, gen, quality=(25, 90))
+    if kind == 3:
+        return (_uniform(gen, 0.3, 1.3) * img.clamp(0, 1) ** _uniform(gen, 0.7, 1.5)).clamp(0, 1)
+    if kind == 4:
+        h, w = img.shape[-2:]
+        scale = _uniform(gen, 0.35, 0.7)
+        small = F.interpolate(img[None], scale_factor=scale, mode="bilinear", antialias=True, recompute_scale_factor=True)
+        return F.interpolate(small, size=(h, w), mode="bicubic")[0].clamp(0, 1)
+    cast = 1 + 0.3 * (torch.rand(3, 1, 1, generator=gen) - 0.5)
+    return (img * cast).clamp(0, 1)
+
+
+def keep_as_is(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """The identity "degradation": a clean photo whose restoration is itself."""
+    return img.clone()
+
+
 # ---------------------------------------------------------------- task table
 Degrade = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -344,11 +425,13 @@ TASKS: dict[str, Task] = {
         Task("derain", "derain", add_rain),
         Task("derain_heavy", "derain", lambda img, gen: add_rain(img, gen, RAIN_HEAVY)),
         Task("derain_mix", "derain", add_rain_varied),
+        Task("derain_ps", "derain", add_rain_photoshop),
         Task("dehaze", "dehaze", add_haze),
         Task("dehaze_mix", "dehaze", add_haze_varied),
         Task("deblur", "deblur", add_motion_blur),
         Task("lowlight", "lowlight", add_low_light),
         Task("jpeg", "jpeg", add_jpeg),
+        Task("identity", "clean", keep_as_is),
     )
 }
 
