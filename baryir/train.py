@@ -19,8 +19,8 @@ the step in progress, with everything saved for ``--resume``; a second signal ab
 from __future__ import annotations
 
 import copy
-import fcntl
 import csv
+import fcntl
 import json
 import math
 import os
@@ -39,8 +39,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from .cpu import bf16_native
 from .checkpoints import build_model, load_model, read_safetensors, save_model, save_potentials
+from .cpu import bf16_native
 from .data.datasets import AllInOneDataset
 from .evaluate import EvalItem, evaluate
 from .inference import restore_tensor, torch_device
@@ -241,7 +241,11 @@ class Trainer:
         torch.manual_seed(opts.seed)
 
         self.data = AllInOneDataset(
-            opts.data, opts.tasks, opts.patch_size, seed=opts.seed, content_haze=opts.content_haze,
+            opts.data,
+            opts.tasks,
+            opts.patch_size,
+            seed=opts.seed,
+            content_haze=opts.content_haze,
             content_variety=opts.content_variety,
         )
         if model is None:

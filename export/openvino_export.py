@@ -22,6 +22,7 @@ from baryir.formats import INPUT_NAME, OUTPUT_NAME, needs_extra
 from baryir.runtimes.compare import compare
 
 from .common import ExportContext, validation_image, validation_sizes
+from .rewrites import DEPLOYMENT_REWRITES
 from .wrapper import DeploymentModel, reference_output
 
 
@@ -54,7 +55,7 @@ def export_openvino(ctx: ExportContext, precision: str, path: Path) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = ov.convert_model(
-                DeploymentModel(ctx.model),
+                DeploymentModel(ctx.model, rewrites=DEPLOYMENT_REWRITES),
                 example_input=torch.rand(1, 3, 64, 64),
                 input=[ov.PartialShape([-1, 3, -1, -1])],
             )
@@ -64,8 +65,8 @@ def export_openvino(ctx: ExportContext, precision: str, path: Path) -> dict:
     if precision == "int8":
         low, high = CPU_WEIGHT_LEVELS
         weights = f"int8 weights in [{low}, {high}] ({halved} tensors; right without VNNI), FakeQuantize from Q/DQ"
-        return {"weights": weights, "weight_levels": [low, high]}
-    return {"weights": {"fp32": "float32", "fp16": "float16"}[precision]}
+        return {"weights": weights, "weight_levels": [low, high], "rewrites": []}
+    return {"weights": {"fp32": "float32", "fp16": "float16"}[precision], "rewrites": list(DEPLOYMENT_REWRITES)}
 
 
 def validate_openvino(ctx: ExportContext, precision: str, path: Path, large: bool = False) -> list[dict]:

@@ -13,16 +13,27 @@ from torch import nn
 
 from baryir.model import BaryNet
 
+from .rewrites import REWRITES
+
 
 class DeploymentModel(nn.Module):
     """BaryNet in deployment mode with the output clamp (and optional 0-255 scale) fused in.
 
     Inputs and outputs stay float32; with ``compute_dtype=torch.float16`` the network's weights
     are half and the graph casts at its boundaries (the FP32 islands inside the blocks stay).
+    ``rewrites`` names exact deployment rewrites (:data:`.rewrites.REWRITES`) applied to a copy.
     """
 
-    def __init__(self, model: BaryNet, output_scale: float = 1.0, compute_dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        model: BaryNet,
+        output_scale: float = 1.0,
+        compute_dtype: torch.dtype = torch.float32,
+        rewrites: tuple[str, ...] = (),
+    ) -> None:
         super().__init__()
+        for name in rewrites:
+            model = REWRITES[name](model)
         self.model = copy.deepcopy(model).to(compute_dtype).eval() if compute_dtype != torch.float32 else model.eval()
         self.output_scale = output_scale
         self.compute_dtype = compute_dtype

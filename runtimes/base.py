@@ -22,6 +22,17 @@ class RunnerInfo:
     artifact: str
 
 
+@dataclass(frozen=True)
+class OpTime:
+    """One operation's time in a profiled run: its name in the graph, its type, the kernel or
+    provider that ran it, and milliseconds per run (mean over the profiled runs)."""
+
+    name: str
+    op: str
+    kernel: str
+    ms: float
+
+
 class Runner(ABC):
     """Runs float32 NCHW batches (H, W multiples of 8) through one backend.
 
@@ -40,6 +51,11 @@ class Runner(ABC):
         x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
         y = run_tiled(self.run, x, tiling, batch) if tiling else run_padded(self.run, x)
         return from_float(y[0].transpose(1, 2, 0), dtype)
+
+    def profile(self, batch: np.ndarray, runs: int) -> list[OpTime]:
+        """Per-operation times of ``runs`` runs of ``batch`` after one warm-up, as the runtime's
+        own profiler reports them; a backend without one raises NotImplementedError."""
+        raise NotImplementedError(f"{self.info.backend} has no per-operation profiler in this project")
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op for backends without resources
         """Release the backend's resources (sessions, engines)."""

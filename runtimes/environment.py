@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+
 from ..cpu import cpu_features
 
 #: The libraries whose versions every report names.

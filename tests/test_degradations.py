@@ -8,22 +8,22 @@ import pytest
 import torch
 
 from baryir.data.degradations import (
+    STREAKS_LIGHT,
     TASKS,
     RainSettings,
+    add_content_condition,
     add_gaussian_noise,
     add_haze,
     add_haze_varied,
     add_low_light,
-    STREAKS_LIGHT,
-    add_content_condition,
     add_rain_photoshop,
     add_rain_varied,
-    photoshop_rain_layer,
     degrade,
     depth_proxy,
     gaussian_kernel,
     line_kernel,
     motion_kernel,
+    photoshop_rain_layer,
     rain_layer,
     transmission,
 )

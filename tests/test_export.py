@@ -89,7 +89,32 @@ def test_onnx_graph_contract_and_validation(exported):
     assert all(r["max_abs"] <= 1e-4 for r in rows)
     manifest = json.loads((out / "onnx-fp32" / "manifest.json").read_text())
     assert manifest["inputs"][0]["layout"] == "NCHW" and manifest["source"]["sha256"]
+    # the deployment graph has no channel split: one (1x1, depthwise) pair per chunk instead
+    assert manifest["rewrites"] == ["split_channel_chunks"]
+    assert not {"Split", "Slice", "Shape"} & {n.op_type for n in model.graph.node}
     assert {"torch", "onnx", "onnxruntime"} <= set(manifest["libraries"])
+
+
+@pytest.mark.parametrize("config", ["nano", "mobile"])
+def test_split_rewrite_is_exact_and_leaves_the_model_alone(config):
+    from baryir import build_model
+    from baryir.export.rewrites import split_channel_chunks
+
+    torch.manual_seed(1)
+    model = build_model(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # away from the initialisation's zeros and ones
+            p.add_(0.05 * torch.randn_like(p))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rewritten = split_channel_chunks(model)
+    x = torch.rand(2, 3, 40, 56)
+    with torch.no_grad():
+        reference, output = model(x), rewritten(x)
+    assert (reference - output).abs().max() < 1e-5
+    assert sum(p.numel() for p in rewritten.parameters()) == sum(p.numel() for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the original is untouched
+    names = {type(m).__name__ for m in rewritten.modules()}
+    assert {"SplitFeedForward", "SplitAttention"} <= names and not {"FeedForward", "Attention"} & names
 
 
 @pytest.mark.slow

@@ -91,6 +91,24 @@ def test_openvino_runner_states_its_real_precision(fp32_exports):
     assert load_runner(tmp_path / "openvino-fp32", precision="bf16").info.precision == expected
 
 
+@pytest.mark.parametrize("artifact", ["torch", "onnx-fp32", "openvino-fp32"])
+def test_every_cpu_backend_profiles_its_operations(model_path, fp32_exports, artifact):
+    from baryir.comparison.profile import summarise
+
+    runner = load_runner(model_path if artifact == "torch" else fp32_exports / artifact)
+    x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    ops = runner.profile(x, runs=2)
+    assert ops and all(op.ms >= 0 and op.op and op.kernel for op in ops)
+    summary = summarise(ops, top=5)
+    assert len(summary["by_type"]) <= 5 and summary["total_ms"] > 0
+    assert summary["by_type"] == sorted(summary["by_type"], key=lambda t: -t["ms"])
+    # convolutions are most of this network's work on every backend
+    conv = {"torch": "convolution", "onnxruntime": "Conv", "openvino": "Convolution"}[runner.info.backend]
+    assert any(conv in t["op"] for t in summary["by_type"])
+    if runner.info.backend == "openvino":  # the kernel each layer ran, as the plugin names it
+        assert any(k.startswith(("jit", "brgconv", "ref", "gemm", "reorder")) for op in ops for k in [op.kernel])
+
+
 def test_missing_or_mismatched_backends_are_clear_errors(model_path, tmp_path):
     with pytest.raises(ValueError, match="cannot run on onnxruntime"):
         load_runner(model_path, backend="onnxruntime")
@@ -268,7 +286,7 @@ def test_parity_cli_torch_cuda_rows(model_path, tmp_path, photo_dir):
 
 
 @pytest.mark.slow
-def test_bench_cli_rows(model_path, tmp_path):
+def test_bench_cli_rows(model_path, tmp_path, capsys):
     report = tmp_path / "bench.json"
     assert (
         main(
@@ -303,6 +321,8 @@ def test_bench_cli_rows(model_path, tmp_path):
         assert r["p50_ms"] > 0 and r["p90_ms"] >= r["p50_ms"] and r["peak_rss_mb"] > 0
         assert (r["height"], r["width"]) == (64, 64)
     assert (tmp_path / "b.png").stat().st_size > 0
+    fastest = min(data["rows"], key=lambda r: r["p50_ms"])
+    assert f"fastest here: {fastest['backend']} {fastest['precision']}" in capsys.readouterr().out
 
 
 def test_restore_refuses_decompression_bombs_before_decoding(model_path, tmp_path, capsys):

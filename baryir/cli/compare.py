@@ -42,7 +42,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     combos = _combos(args.backends, args.precisions)
     report = run_bench(
-        args.model, combos, args.size, Path(args.cache), args.warmup, args.repeats, args.int8_model, args.torch_device
+        args.model,
+        combos,
+        args.size,
+        Path(args.cache),
+        args.warmup,
+        args.repeats,
+        args.int8_model,
+        args.torch_device,
+        args.top if args.profile else 0,
     )
     print(markdown(report))
     if args.json:
@@ -120,7 +128,14 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--json", help="write the rows as JSON here")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="after timing, profile each row with its runtime's own profiler (OpenVINO PERF_COUNT with the "
+        "kernel of each layer, ONNX Runtime's profiler, the PyTorch profiler): where the time goes on this machine",
+    )
+    p.add_argument("--top", type=int, default=12, help="operation types and layers listed per profile (default 12)")
+    p.add_argument("--json", help="write the rows (and profiles) as JSON here")
     p.add_argument("--plot", help="write a latency bar chart (PNG) here")
     p.set_defaults(func=cmd_bench)
 

@@ -21,6 +21,8 @@ from baryir.runtimes.verify import ArtifactCheckError
 
 from ..io.atomic import atomic_write
 from .parity import artifact_for, open_runner
+from .profile import markdown as profile_markdown
+from .profile import summarise
 
 
 def _artifact_bytes(artifact: str) -> int:
@@ -37,6 +39,7 @@ def _measure(
     warmup: int,
     repeats: int,
     torch_device: str,
+    profile_top: int,
     queue,
 ) -> None:
     try:
@@ -53,6 +56,12 @@ def _measure(
             runner.run(x)
             times.append((time.perf_counter() - t) * 1e3)
         p50, p90, p99 = (float(np.percentile(times, q)) for q in (50, 90, 99))
+        profile = {}
+        if profile_top:
+            try:
+                profile = {"profile": summarise(runner.profile(x, runs=min(repeats, 3)), profile_top)}
+            except NotImplementedError as e:
+                profile = {"profile": {"unavailable": str(e)}}
         queue.put(
             {
                 "device": runner.info.device,
@@ -63,6 +72,7 @@ def _measure(
                 "p99_ms": round(p99, 2),
                 "throughput_ips": round(1e3 / p50, 3),
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                **profile,
             }
         )
     except (BackendUnavailable, ValueError) as e:
@@ -102,10 +112,12 @@ def run_bench(
     repeats: int = 10,
     int8_model: str | None = None,
     torch_device: str = "cpu",
+    profile_top: int = 0,
 ) -> dict:
     """One row per (backend, precision, size); unsupported combinations are skipped with a note.
     Torch rows run on ``torch_device`` (``cuda``: every run ends in a copy back to the host, so
-    the timings include the GPU's work)."""
+    the timings include the GPU's work). ``profile_top`` > 0 adds each row's per-operation
+    profile (its ``profile_top`` operation types and layers), measured after the timed runs."""
     ctx = mp.get_context("spawn")
     rows, skipped = [], []
     for backend, precision in combos:
@@ -118,7 +130,7 @@ def run_bench(
             queue = ctx.Queue()
             proc = ctx.Process(
                 target=_measure,
-                args=(artifact, backend, precision, (h, w), warmup, repeats, torch_device, queue),
+                args=(artifact, backend, precision, (h, w), warmup, repeats, torch_device, profile_top, queue),
             )
             proc.start()
             result = _result_of(proc, queue)
@@ -171,7 +183,24 @@ def markdown(report: dict) -> str:
             f"{r['throughput_ips']} | {r['peak_rss_mb']} | {r['artifact_mb']} | {speed} |"
         )
     lines += [f"\nskipped {s['backend']} {s['precision']}: {s['reason']}" for s in report["skipped"]]
+    fastest = fastest_checked(report)
+    if fastest:
+        lines.append(
+            f"\nfastest here: {fastest['backend']} {fastest['precision']} at {fastest['height']}x{fastest['width']} "
+            f"({fastest['p50_ms']} ms p50; its artifact passed its check on this machine)"
+        )
+    lines += ["\n" + profile_markdown(r) for r in report["rows"] if "profile" in r]
     return "\n".join(lines)
+
+
+def fastest_checked(report: dict) -> dict | None:
+    """The fastest row at the largest benchmarked size among those that ran: a row whose artifact
+    failed its check on this machine is a failed row, never a candidate."""
+    ran = [r for r in report["rows"] if "failed" not in r]
+    if not ran:
+        return None
+    largest = max(r["height"] * r["width"] for r in ran)
+    return min((r for r in ran if r["height"] * r["width"] == largest), key=lambda r: r["p50_ms"])
 
 
 def plot_png(report: dict, path: str | Path) -> Path:

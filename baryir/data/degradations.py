@@ -205,8 +205,9 @@ STREAKS_LIGHT = StreakRecipe()
 STREAKS_FINE = StreakRecipe(density=(0.01, 0.04), grain=(0.2, 0.5), length=(5, 18), peak=(0.12, 0.4))
 
 
-def photoshop_rain_layer(height: int, width: int, gen: torch.Generator, recipe: StreakRecipe = STREAKS_LIGHT,
-                         angle: float | None = None) -> torch.Tensor:
+def photoshop_rain_layer(
+    height: int, width: int, gen: torch.Generator, recipe: StreakRecipe = STREAKS_LIGHT, angle: float | None = None
+) -> torch.Tensor:
     """A (H, W) rain layer in [0, 1] made as the published sets made theirs (:class:`StreakRecipe`);
     ``angle`` (degrees from vertical) overrides the recipe's range."""
     noise = torch.rand(height, width, generator=gen)
@@ -387,7 +388,9 @@ def add_content_condition(img: torch.Tensor, gen: torch.Generator) -> torch.Tens
     if kind == 4:
         h, w = img.shape[-2:]
         scale = _uniform(gen, 0.35, 0.7)
-        small = F.interpolate(img[None], scale_factor=scale, mode="bilinear", antialias=True, recompute_scale_factor=True)
+        small = F.interpolate(
+            img[None], scale_factor=scale, mode="bilinear", antialias=True, recompute_scale_factor=True
+        )
         return F.interpolate(small, size=(h, w), mode="bicubic")[0].clamp(0, 1)
     cast = 1 + 0.3 * (torch.rand(3, 1, 1, generator=gen) - 0.5)
     return (img * cast).clamp(0, 1)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
+from pathlib import Path
+
 import numpy as np
 
 from baryir.formats import INPUT_NAME, OUTPUT_NAME, needs_extra
 
-from ..base import BackendUnavailable, Runner, RunnerInfo
+from ..base import BackendUnavailable, OpTime, Runner, RunnerInfo
 
 _PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -31,14 +35,46 @@ class OnnxRuntimeRunner(Runner):
             raise BackendUnavailable(
                 f"{_PROVIDERS[device][0]} is not in this onnxruntime build (available: {ort.get_available_providers()})"
             )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(path, options, providers=_PROVIDERS[device])
+        self.path, self.threads = path, threads
+        self.session = ort.InferenceSession(path, self._options(), providers=_PROVIDERS[device])
         active = self.session.get_providers()[0].removesuffix("ExecutionProvider")
         self.info = RunnerInfo("onnxruntime", active, precision, path)
 
+    def _options(self):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        return options
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+
+    def profile(self, batch: np.ndarray, runs: int) -> list[OpTime]:
+        """ONNX Runtime's profiler (``enable_profiling``) on a second session with the same
+        providers: each node's kernel time, summed over ``runs`` (the warm-up run left out)."""
+        import onnxruntime as ort
+
+        with tempfile.TemporaryDirectory() as tmp:
+            options = self._options()
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(tmp) / "ort")
+            session = ort.InferenceSession(self.path, options, providers=self.session.get_providers())
+            for _ in range(runs + 1):
+                session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+            events = json.loads(Path(session.end_profiling()).read_text())
+        run_starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+        after_warmup = run_starts[1] if len(run_starts) > 1 else 0
+        totals: dict[tuple[str, str, str], float] = {}
+        for e in events:
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= after_warmup:
+                args = e.get("args", {})
+                key = (e["name"].removesuffix("_kernel_time"), args.get("op_name", "?"), args.get("provider", "?"))
+                totals[key] = totals.get(key, 0.0) + e["dur"] / 1e3
+        return [
+            OpTime(name, op, kernel.removesuffix("ExecutionProvider"), ms / runs)
+            for (name, op, kernel), ms in totals.items()
+        ]
 
     def close(self) -> None:
         self.session = None

@@ -8,7 +8,7 @@ import torch
 from baryir.checkpoints import load_model
 from baryir.inference import torch_device
 
-from ..base import Runner, RunnerInfo
+from ..base import OpTime, Runner, RunnerInfo
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -35,3 +35,22 @@ class TorchRunner(Runner):
     def run(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(batch).to(self.device, self.dtype)
         return self.model(x, return_latents=False).clamp(0, 1).float().cpu().numpy()
+
+    def profile(self, batch: np.ndarray, runs: int) -> list[OpTime]:
+        """The PyTorch profiler: each ATen operator's self time (device time on CUDA), summed
+        over ``runs``; operators are aggregated by name (eager PyTorch has no graph nodes)."""
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        self.run(batch)
+        cuda = self.device.type == "cuda"
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with torch_profile(activities=activities) as prof:
+            for _ in range(runs):
+                self.run(batch)
+        ops = []
+        for event in prof.key_averages():
+            us = event.self_device_time_total if cuda else event.self_cpu_time_total
+            if event.key.startswith("aten::") and us > 0:
+                ops.append(OpTime(event.key, event.key.removeprefix("aten::"), self.device.type, us / 1e3 / runs))
+        return ops

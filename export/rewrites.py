@@ -1,0 +1,106 @@
+"""Exact deployment rewrites of BaryNet, applied to a copy when exporting.
+
+The training graph and the checkpoints stay as they are; each rewrite computes the same
+numbers with operations the runtimes run faster, and the export's validation against the
+unrewritten PyTorch model proves it (docs/export.md has the measurements).
+
+``split_channel_chunks``: GDFN's ``chunk(2)`` and MDTA's ``chunk(3)`` split the output of a 1x1
+convolution followed by a depthwise 3x3 along channels. Both convolutions compute each output
+channel on its own, so one (1x1, depthwise) pair per chunk, with the weights sliced, gives the
+same chunks with no split: OpenVINO runs a channel split at widths that are not a multiple of
+its block size with a reference kernel, and ONNX exports it as shape arithmetic and Slices.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from baryir.model import BaryNet
+from baryir.model.blocks import Attention, FeedForward, l2_normalize_hw_fp32
+
+
+def _slice_conv(conv: nn.Conv2d, start: int, stop: int) -> nn.Conv2d:
+    """Output channels ``start:stop`` of a 1x1 or depthwise convolution, as a new convolution."""
+    depthwise = conv.groups == conv.in_channels == conv.out_channels
+    if not depthwise and conv.groups != 1:
+        raise ValueError(f"only dense or depthwise convolutions can be sliced, not groups={conv.groups}")
+    width = stop - start
+    part = nn.Conv2d(
+        width if depthwise else conv.in_channels,
+        width,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        groups=width if depthwise else 1,
+        bias=conv.bias is not None,
+    ).to(conv.weight.dtype)
+    with torch.no_grad():
+        part.weight.copy_(conv.weight[start:stop])
+        if conv.bias is not None:
+            part.bias.copy_(conv.bias[start:stop])
+    return part
+
+
+def _branches(pointwise: nn.Conv2d, depthwise: nn.Conv2d, chunks: int) -> nn.ModuleList:
+    """One ``Sequential(1x1, depthwise)`` per chunk of ``depthwise(pointwise(x)).chunk(chunks, 1)``."""
+    width = pointwise.out_channels // chunks
+    return nn.ModuleList(
+        nn.Sequential(
+            _slice_conv(pointwise, i * width, (i + 1) * width), _slice_conv(depthwise, i * width, (i + 1) * width)
+        )
+        for i in range(chunks)
+    )
+
+
+class SplitFeedForward(nn.Module):
+    """:class:`FeedForward` with its gate and value branches computed separately."""
+
+    def __init__(self, ffn: FeedForward) -> None:
+        super().__init__()
+        self.gate, self.value = _branches(ffn.project_in, ffn.dwconv, 2)
+        self.project_out = ffn.project_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project_out(F.gelu(self.gate(x)) * self.value(x))
+
+
+class SplitAttention(nn.Module):
+    """:class:`Attention` with its query, key and value branches computed separately."""
+
+    def __init__(self, attn: Attention) -> None:
+        super().__init__()
+        self.num_heads = attn.num_heads
+        self.temperature = attn.temperature
+        self.q, self.k, self.v = _branches(attn.qkv, attn.qkv_dwconv, 3)
+        self.project_out = attn.project_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.v(x)
+        q = l2_normalize_hw_fp32(self.q(x).unflatten(1, (self.num_heads, -1))).flatten(3)
+        k = l2_normalize_hw_fp32(self.k(x).unflatten(1, (self.num_heads, -1))).flatten(3)
+        attn = (q @ k.transpose(-2, -1)) * self.temperature.to(q.dtype)
+        out = attn.softmax(dim=-1) @ v.unflatten(1, (self.num_heads, -1)).flatten(3)
+        return self.project_out(out.flatten(1, 2).reshape_as(v))
+
+
+_SPLITS = {FeedForward: SplitFeedForward, Attention: SplitAttention}
+
+
+def split_channel_chunks(model: BaryNet) -> BaryNet:
+    """A copy of ``model`` (eval mode) with every GDFN and MDTA split rewritten away."""
+    rewritten = copy.deepcopy(model).eval()
+    for module in list(rewritten.modules()):
+        for child_name, child in list(module.named_children()):
+            if type(child) in _SPLITS:
+                setattr(module, child_name, _SPLITS[type(child)](child))
+    return rewritten
+
+
+#: Every rewrite by name (manifests record the names of those applied).
+REWRITES = {"split_channel_chunks": split_channel_chunks}
+#: The rewrites every floating-point export applies, in order.
+DEPLOYMENT_REWRITES: tuple[str, ...] = ("split_channel_chunks",)
