@@ -14,14 +14,17 @@ import json
 import math
 import pickle
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from torch import nn
 
 from .io.atomic import atomic_write
+from .io.text import clip
 from .model import CONFIGS, UNUSED_PUBLISHED_PREFIXES, BaryConfig, BaryNet, Potentials
 from .model.configs import config_from_spec, with_overrides
 from .safe_unpickle import safe_torch_load, to_state_dict
@@ -53,15 +56,21 @@ def build_model(config: str | BaryConfig = "mobile", **overrides: Any) -> BaryNe
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, kind: str, metadata: dict[str, str]) -> Path:
     """Atomically write contiguous CPU copies of ``tensors`` as safetensors."""
     data = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    if FORMAT_KEY in metadata:
+        raise ValueError(f"metadata may not set {FORMAT_KEY}: the file's kind is {kind!r}")
     meta = {FORMAT_KEY: kind, **metadata}
     return atomic_write(path, lambda tmp: save_file(data, tmp, metadata=meta))
 
 
 def save_model(model: BaryNet, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Save weights and config (plus optional JSON-able metadata) as safetensors."""
-    meta = {CONFIG_KEY: json.dumps(model.config.to_dict())}
+    meta = {}
     for key, value in (metadata or {}).items():
         meta[f"baryir.{key}"] = value if isinstance(value, str) else json.dumps(value)
+    reserved = sorted({CONFIG_KEY, FORMAT_KEY} & set(meta))
+    if reserved:
+        raise ValueError(f"metadata may not set {', '.join(reserved)}: they describe the weights themselves")
+    meta[CONFIG_KEY] = json.dumps(model.config.to_dict())
     return save_tensors(model.state_dict(), path, "model", meta)
 
 
@@ -101,12 +110,18 @@ def file_sha256(path: str | Path) -> str:
 
 
 def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip DataParallel ``module.`` prefixes and the published never-used tensors."""
-    out = {}
+    """Strip DataParallel ``module.`` prefixes and the published never-used tensors. Two entries
+    that become one name (``module.x`` and ``x``) are refused, naming both: which one the file
+    meant cannot be known."""
+    out: dict[str, torch.Tensor] = {}
+    original: dict[str, str] = {}
     for key, value in state.items():
-        key = key.removeprefix("module.")
-        if not key.startswith(UNUSED_PUBLISHED_PREFIXES):
-            out[key] = value
+        name = key.removeprefix("module.")
+        if name.startswith(UNUSED_PUBLISHED_PREFIXES):
+            continue
+        if name in out:
+            raise ValueError(f"two tensors for {clip(name)}: {clip(original[name])} and {clip(key)}; keep one of them")
+        out[name], original[name] = value, key
     return out
 
 
@@ -132,7 +147,15 @@ def _ffn_factor(state: dict[str, torch.Tensor]) -> float:
 
 
 def infer_config(state: dict[str, torch.Tensor]) -> BaryConfig:
-    """Recover a BaryConfig from state-dict shapes (spandrel-style)."""
+    """Recover a BaryConfig from state-dict shapes (spandrel-style); an empty or malformed
+    tensor among those it reads makes it a ValueError."""
+    try:
+        return _infer_config(state)
+    except (ZeroDivisionError, IndexError, TypeError) as e:
+        raise ValueError(f"not a BaryNet state dict: its shapes describe no BaryNet ({type(e).__name__})") from None
+
+
+def _infer_config(state: dict[str, torch.Tensor]) -> BaryConfig:
     try:
         embed = state["patch_embed.proj.weight"]
         heads = tuple(
@@ -202,36 +225,64 @@ def check_config(config: BaryConfig, state: dict[str, torch.Tensor]) -> None:
         raise ValueError("config does not match the weights: " + "; ".join(wrong))
 
 
+#: The most parameters a model file may claim (the published ``paper`` model has 53.8 M): shapes
+#: are counted before anything is built, so a tiny file claiming a huge model fails at once.
+MAX_PARAMETERS = 250_000_000
+
+
+def _check_budget(state: dict[str, torch.Tensor]) -> None:
+    """Refuse a state dict whose shapes claim more than :data:`MAX_PARAMETERS` (a stride-0 view
+    or an empty tensor can claim any shape with a few bytes; building it would allocate them)."""
+    claimed = sum(t.numel() for t in state.values())
+    if claimed > MAX_PARAMETERS:
+        raise ValueError(
+            f"its tensors claim {claimed:,} parameters, more than any BaryNet ({MAX_PARAMETERS:,} at most); "
+            "not a BaryNet checkpoint"
+        )
+
+
+def _build_matching(make: Callable[[], nn.Module], state: dict[str, torch.Tensor], what: str) -> nn.Module:
+    """``make()`` after its shapes, built first on the meta device (nothing allocated), match
+    ``state`` exactly; then the real module, whose weights are no larger than the file's tensors."""
+    with torch.device("meta"):
+        expected = make().state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    shapes = [
+        f"{k} is {clip(list(state[k].shape))}, expected {list(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = [
+        f"missing {', '.join(missing[:3])}" * bool(missing),
+        f"unexpected {', '.join(clip(k) for k in extra[:3])}" * bool(extra),
+    ]
+    problems = [p for p in problems + shapes[:3] if p]
+    if problems:
+        raise ValueError(f"not a {what}: " + "; ".join(problems))
+    module = make()
+    module.load_state_dict(state, strict=True)
+    return module
+
+
 def model_from_state_dict(state: dict[str, torch.Tensor], config: BaryConfig | None = None) -> BaryNet:
     """Build a BaryNet for ``state`` (config inferred unless given, and checked against the
-    shapes first) and load it strictly; missing, extra or wrong-shape keys are one error."""
+    shapes first) and load it strictly; missing, extra or wrong-shape keys are one error, found
+    before anything the size of the model is allocated."""
     state = clean_state_dict(state)
+    _check_budget(state)
     if config is None:
         config = infer_config(state)
     else:
         check_config(config, state)
-    model = BaryNet(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    shapes = [
-        f"{k} is {list(state[k].shape)}, expected {list(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    problems = [f"missing {', '.join(missing[:3])}" * bool(missing), f"unexpected {', '.join(extra[:3])}" * bool(extra)]
-    problems = [p for p in problems + shapes[:3] if p]
-    if problems:
-        raise ValueError("not a BaryNet state dict for this config: " + "; ".join(problems))
-    model.load_state_dict(state, strict=True)
-    return model
+    return _build_matching(lambda: BaryNet(config), state, "BaryNet state dict for this config")
 
 
 def potentials_from_state_dict(state: dict[str, torch.Tensor]) -> Potentials:
     """Potentials with the layout found in ``state`` (published or native)."""
-    pots = Potentials(*infer_potentials(state))
-    pots.load_state_dict(state, strict=True)
-    return pots
+    _check_budget(state)
+    layout = infer_potentials(state)
+    return _build_matching(lambda: Potentials(*layout), state, "Potentials state dict")
 
 
 def read_official(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, dict]:

@@ -117,6 +117,10 @@ def parse_request(formats: str, precisions: str) -> list[tuple[Format, str]]:
     precs = [p.strip() for p in precisions.split(",") if p.strip()]
     errors = [f"unknown format {n!r} (choose from {', '.join(FORMATS)} or all)" for n in names if n not in FORMATS]
     errors += [f"unknown precision {p!r} (choose from {', '.join(PRECISIONS)})" for p in precs if p not in PRECISIONS]
+    if not names:
+        errors.append(f"--format names no format (choose from {', '.join(FORMATS)} or all)")
+    if not precs:
+        errors.append(f"--precision names no precision (choose from {', '.join(PRECISIONS)})")
     if errors:
         raise ValueError("; ".join(errors))
     jobs, refused = [], []

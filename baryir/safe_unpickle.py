@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from .io.text import clip
+
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
     """The file could run code or is malformed; it was refused before anything was executed."""
@@ -65,14 +67,16 @@ def _rebuild_tensor_v2(
     if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)):
         raise UnsafeCheckpointError("a tensor has a malformed size or stride")
     if not (_is_int(offset) and offset >= 0 and all(_is_int(v) and v >= 0 for v in size + stride)):
-        raise UnsafeCheckpointError(f"a tensor has a negative or non-integer offset/size/stride ({offset}, {size})")
+        raise UnsafeCheckpointError(
+            f"a tensor has a negative or non-integer offset/size/stride ({clip(offset)}, {clip(size)})"
+        )
     if hooks:
         raise UnsafeCheckpointError("a tensor carries backward hooks (code); refusing")
     if math.prod(size) > 0:
         last = offset + sum((n - 1) * s for n, s in zip(size, stride))
         if last >= storage.numel():
             raise UnsafeCheckpointError(
-                f"a tensor of size {list(size)} at offset {offset} reaches element {last} of a "
+                f"a tensor of size {clip(list(size))} at offset {offset} reaches element {last} of a "
                 f"{storage.numel()}-element storage"
             )
     elif offset > storage.numel():
@@ -137,7 +141,9 @@ class PickledModule:
     def tensors(self, prefix: str = "", _seen: frozenset[int] = frozenset()) -> dict[str, torch.Tensor]:
         """The module's parameters and persistent buffers, named like ``state_dict()``."""
         if id(self) in _seen or len(_seen) > 64:
-            raise UnsafeCheckpointError(f"module {prefix.rstrip('.') or 'root'} contains itself (or nests > 64 deep)")
+            raise UnsafeCheckpointError(
+                f"module {clip(prefix.rstrip('.') or 'root')} contains itself (or nests > 64 deep)"
+            )
         seen = _seen | {id(self)}
         out: dict[str, torch.Tensor] = {}
         skip = self.__dict__.get("_non_persistent_buffers_set", set())
@@ -146,7 +152,7 @@ class PickledModule:
                 if value is None or name in skip:
                     continue
                 if not isinstance(value, torch.Tensor):
-                    raise UnsafeCheckpointError(f"{prefix}{name} is a {type(value).__name__}, not a tensor")
+                    raise UnsafeCheckpointError(f"{clip(prefix + str(name))} is a {type(value).__name__}, not a tensor")
                 out[prefix + name] = value.detach()
         for name, child in (self.__dict__.get("_modules") or {}).items():
             if isinstance(child, PickledModule):
@@ -163,9 +169,17 @@ def _stand_in(qualname: str) -> type[PickledModule]:
     return _stand_ins[qualname]
 
 
-class Unpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` whose ``find_class`` enforces the allowlist and whose storages
-    come from the archive's ``data/`` members, size-checked."""
+class Unpickler(pickle._Unpickler):
+    """An unpickler whose ``find_class`` enforces the allowlist, whose storages come from the
+    archive's ``data/`` members, size-checked, and whose BUILD only fills plain containers.
+
+    It is pickle's pure-Python unpickler so that BUILD can be replaced: the stock one calls
+    ``__setstate__``, and ``Tensor.__setstate__`` re-points a tensor at a storage of any size
+    (uninitialised process memory), or it updates the ``__dict__`` of whatever is on the stack,
+    allowlisted objects shared by every load included.
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file: Any, archive: zipfile.ZipFile | None = None, prefix: str = "") -> None:
         super().__init__(file)
@@ -178,15 +192,37 @@ class Unpickler(pickle.Unpickler):
         if (module == "model_bary" and name in _PUBLISHED_CLASSES) or name in _TORCH_NN_CLASSES.get(module, ()):
             return _stand_in(f"{module}.{name}")
         raise UnsafeCheckpointError(
-            f"refusing to load global {module}.{name}: it is not on the allowlist of tensor "
+            f"refusing to load global {clip(f'{module}.{name}')}: it is not on the allowlist of tensor "
             "rebuilders and BaryIR/torch.nn module classes, so this file could run code when "
             "unpickled. Nothing was executed; if you trust the file, re-save its state_dict() "
             "with the code that made it"
         )
 
+    def load_build(self) -> None:
+        """BUILD: ``state`` into the ``__dict__`` of a module stand-in or a state dict made by
+        this load (``_metadata``); anything else (a tensor, an allowlisted global) is refused."""
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        if not isinstance(inst, PickledModule) and type(inst) is not OrderedDict:
+            raise UnsafeCheckpointError(
+                f"the file sets the state of a {type(inst).__name__}; only modules and state dicts may have one "
+                "(a tensor's bytes come only from the file)"
+            )
+        if isinstance(state, tuple) and len(state) == 2 and state[1] is None:
+            state = state[0]  # (dict state, no slot state)
+        plain = isinstance(state, dict) and all(isinstance(k, str) for k in state)
+        if not plain or (type(inst) is OrderedDict and not set(state) <= {"_metadata"}):
+            raise UnsafeCheckpointError(
+                f"the file sets the state of a {type(inst).__name__} from {clip(state)}; only a module's "
+                "attributes or a state dict's _metadata may be set"
+            )
+        inst.__dict__.update(state)
+
+    dispatch[pickle.BUILD[0]] = load_build
+
     def persistent_load(self, pid: Any) -> torch.Tensor:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
-            raise UnsafeCheckpointError(f"unknown persistent id {str(pid)[:60]}")
+            raise UnsafeCheckpointError(f"unknown persistent id {clip(pid)}")
         _, kind, key, _location, numel = pid
         if not isinstance(kind, _StorageType) or not isinstance(key, str) or not _is_int(numel) or numel < 0:
             raise UnsafeCheckpointError("malformed storage reference")
@@ -198,11 +234,12 @@ class Unpickler(pickle.Unpickler):
         try:
             info = self._archive.getinfo(name)
         except KeyError:
-            raise UnsafeCheckpointError(f"storage {key} is missing from the archive") from None
+            raise UnsafeCheckpointError(f"storage {clip(key)} is missing from the archive") from None
         itemsize = torch.empty(0, dtype=kind.dtype).element_size()
         if info.file_size != numel * itemsize:
             raise UnsafeCheckpointError(
-                f"storage {key} claims {numel} elements ({numel * itemsize} bytes) but holds {info.file_size} bytes"
+                f"storage {clip(key)} claims {clip(numel)} elements of {itemsize} bytes "
+                f"but holds {info.file_size} bytes"
             )
         data = bytearray(self._archive.read(info))
         storage = torch.frombuffer(data, dtype=kind.dtype) if data else torch.empty(0, dtype=kind.dtype)
@@ -211,6 +248,18 @@ class Unpickler(pickle.Unpickler):
 
 
 _CODE_MARKERS = ("/code/", "/constants.pkl", "/bytecode.pkl", "/extra/", ".py", ".debug_pkl")
+
+
+def _overlapping(members: list[zipfile.ZipInfo], file_size: int) -> bool:
+    """Whether the members' data (each after its 30-byte local header and name) overlap, or add up
+    to more than the file: a few MB of overlapping members can be read as gigabytes."""
+    end, total = 0, 0
+    for info in sorted(members, key=lambda i: i.header_offset):
+        if info.header_offset < end:
+            return True
+        end = info.header_offset + 30 + len(info.filename.encode()) + info.compress_size
+        total += info.file_size
+    return total > file_size or end > file_size
 
 
 def _open_archive(path: Path) -> tuple[zipfile.ZipFile, str]:
@@ -233,15 +282,18 @@ def _open_archive(path: Path) -> tuple[zipfile.ZipFile, str]:
         name = info.filename
         if not name.startswith(prefix) or ".." in name.split("/"):
             archive.close()
-            raise UnsafeCheckpointError(f"unexpected member {name!r} outside {prefix!r}")
+            raise UnsafeCheckpointError(f"unexpected member {clip(name)} outside {clip(prefix)}")
         if any(marker in "/" + name for marker in _CODE_MARKERS) or (name.endswith(".pkl") and name != pkls[0]):
             archive.close()
             raise UnsafeCheckpointError(
-                f"holds code ({name}): a TorchScript archive or a zip with programs; only state dicts are read"
+                f"holds code ({clip(name)}): a TorchScript archive or a zip with programs; only state dicts are read"
             )
         if info.compress_type != zipfile.ZIP_STORED or info.file_size > path.stat().st_size:
             archive.close()
-            raise UnsafeCheckpointError(f"member {name} is compressed or larger than the file")
+            raise UnsafeCheckpointError(f"member {clip(name)} is compressed or larger than the file")
+    if _overlapping(archive.infolist(), path.stat().st_size):
+        archive.close()
+        raise UnsafeCheckpointError("its members overlap or add up to more than the file; not a torch.save archive")
     if prefix + "byteorder" in names and archive.read(prefix + "byteorder").strip() != b"little":
         archive.close()
         raise UnsafeCheckpointError("big-endian checkpoint; re-save it on a little-endian machine")
@@ -266,7 +318,7 @@ def safe_torch_load(path: str | Path) -> Any:
         RuntimeError,
         zipfile.BadZipFile,
     ) as e:
-        raise UnsafeCheckpointError(f"{path}: malformed checkpoint ({type(e).__name__}: {e})") from None
+        raise UnsafeCheckpointError(f"{path}: malformed checkpoint ({type(e).__name__}: {clip(str(e))})") from None
 
 
 def to_state_dict(obj: Any, what: str) -> dict[str, torch.Tensor]:

@@ -20,6 +20,22 @@ TOLERANCES: dict[str, dict[str, float]] = {
 }
 
 
+def tolerance_for(precision: str, stated: object = None) -> dict[str, float]:
+    """The budget of ``precision`` from :data:`TOLERANCES`; a manifest's ``stated`` tolerance may
+    only tighten it (a smaller ``max_abs``, a higher ``psnr``), never loosen it."""
+    if precision not in TOLERANCES:
+        raise ValueError(f"no tolerance for precision {precision!r} (known: {', '.join(TOLERANCES)})")
+    tol = dict(TOLERANCES[precision])
+    if isinstance(stated, dict):
+        for key, value in stated.items():
+            if key not in tol or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if not np.isfinite(value):
+                continue
+            tol[key] = min(tol[key], float(value)) if key == "max_abs" else max(tol[key], float(value))
+    return tol
+
+
 def compare(ours: np.ndarray, ref: np.ndarray) -> dict:
     """Max abs error and PSNR (dB, data range 1) of an output against its reference."""
     finite = bool(np.isfinite(ours).all())

@@ -21,16 +21,27 @@ def _resolve(artifact: str | Path) -> tuple[str, Path | str, dict]:
                 f"{path} is a folder without manifest.json; pass the model file or an export folder"
             )
         manifest = json.loads(manifest_path.read_text())
-        fmt = FORMATS.get(manifest.get("format"))
+        fmt = FORMATS.get(manifest.get("format")) if isinstance(manifest, dict) else None
         if fmt is None:
-            raise ValueError(f"{manifest_path}: unknown format {manifest.get('format')!r}; re-export the artifact")
-        return fmt.backend, path / manifest["artifact"], manifest
+            raise ValueError(f"{manifest_path}: not a baryir manifest with a known format; re-export the artifact")
+        return fmt.backend, artifact_inside(path, manifest.get("artifact")), manifest
     manifest_path = path.parent / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if path.exists() and manifest_path.exists() else {}
     fmt = format_of_file(path)
     if fmt is not None:
         return fmt.backend, path, manifest
     return "torch", str(artifact), {}  # a checkpoint or a shipped name such as "default"
+
+
+def artifact_inside(folder: Path, name: object) -> Path:
+    """The artifact a manifest names, which must lie inside its folder: a plain relative name,
+    no ``..``, no link that leads out (the check of the folder is a check of that file)."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise ValueError(f"{folder / 'manifest.json'}: its artifact {name!r} is not a file name inside {folder}")
+    target = folder / name
+    if not target.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"{target}: leads out of {folder} (a link); an artifact must lie inside its folder")
+    return target
 
 
 def model_dim(artifact: str | Path) -> int:
@@ -65,8 +76,8 @@ def load_runner(
     built = manifest.get("precision")
     if built and precision and found != "openvino" and precision != built:
         raise ValueError(f"{artifact} was exported as {built}; re-export it for {precision}")
+    folder = artifact_folder(path) if verify and found != "torch" else None  # refused before loading
     runner = _open(found, path, device, precision, manifest)
-    folder = artifact_folder(path) if verify and found != "torch" else None
     if folder is not None:
         try:
             check_on_load(runner, folder)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from baryir.formats import BY_BACKEND
 from baryir.io.atomic import atomic_write
 
 from .base import Runner
-from .compare import TOLERANCES, check_tolerance, compare
+from .compare import TOLERANCES, check_tolerance, compare, tolerance_for
 from .environment import describe_cpu, int8_saturates, library_versions
 
 
@@ -29,28 +30,80 @@ class ArtifactCheckError(RuntimeError):
     """An artifact whose output here misses its golden reference."""
 
 
-def artifact_folder(path: str | Path) -> Path | None:
-    """The export folder (with manifest.json and golden.npz) that ``path`` is or lies in, else None."""
+def artifact_folder(path: str | Path) -> Path:
+    """The export folder (with manifest.json and golden.npz) that ``path`` is or lies in; an
+    artifact without them cannot be checked here, and that is an error, not a silent pass."""
     path = Path(path)
     for folder in (path, path.parent):
         if folder.is_dir() and (folder / "manifest.json").is_file() and (folder / "golden.npz").is_file():
             return folder
-    return None
+    raise ArtifactCheckError(
+        f"{path}: no manifest.json and golden.npz beside it, so it cannot be checked on this machine; "
+        "re-export it with baryir export, or pass --no-verify to run it unchecked"
+    )
+
+
+#: The largest golden input a check runs whole (exports write 128 x 160); larger ones are refused
+#: before anything is read, so a check never needs more than a few hundred MB.
+MAX_GOLDEN_PIXELS = 1024 * 1024
+
+
+def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of one array of an .npz, read from its header alone."""
+    try:
+        with archive.open(name) as f:
+            version = np.lib.format.read_magic(f)
+            readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in readers:
+                raise ValueError(f"{name} has .npy format version {version}")
+            shape, _, dtype = readers[version](f)
+    except KeyError:
+        raise ValueError(f"it has no {name}") from None
+    return shape, dtype
+
+
+def read_golden(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(input, output) of a ``golden.npz``, its shapes and types checked before they are read:
+    float arrays of one (1, 3, H, W) shape, H x W at most :data:`MAX_GOLDEN_PIXELS`."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            headers = {name: _npy_header(archive, f"{name}.npy") for name in ("input", "output")}
+    except (zipfile.BadZipFile, ValueError, OSError) as e:
+        raise ArtifactCheckError(f"{path}: not a readable golden file ({e}); re-export the artifact") from None
+    (shape, dtype), (out_shape, out_dtype) = headers["input"], headers["output"]
+    if (
+        len(shape) != 4
+        or shape[:2] != (1, 3)
+        or out_shape != shape
+        or not all(d.kind == "f" for d in (dtype, out_dtype))
+    ):
+        raise ArtifactCheckError(f"{path}: golden arrays must be float (1, 3, H, W) pairs, not {shape} / {out_shape}")
+    if shape[2] * shape[3] > MAX_GOLDEN_PIXELS:
+        raise ArtifactCheckError(
+            f"{path}: a {shape[2]}x{shape[3]} golden input is larger than checks run ({MAX_GOLDEN_PIXELS:,} pixels); "
+            "re-export the artifact with this baryir"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as golden:
+            return golden["input"].astype(np.float32), golden["output"]
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
+        raise ArtifactCheckError(f"{path}: not a readable golden file ({e}); re-export the artifact") from None
 
 
 def verify_runner(runner: Runner, folder: str | Path) -> dict:
     """Run ``golden.npz``'s input through ``runner`` and compare with its output; one result row."""
     folder = Path(folder)
     manifest = json.loads((folder / "manifest.json").read_text())
-    with np.load(folder / "golden.npz", allow_pickle=False) as golden:
-        image, reference = golden["input"].astype(np.float32), golden["output"]
+    if not isinstance(manifest, dict):
+        raise ArtifactCheckError(f"{folder / 'manifest.json'}: not a baryir manifest; re-export the artifact")
+    image, reference = read_golden(folder / "golden.npz")
     row = compare(runner.run(np.ascontiguousarray(image)), reference)
     precision = manifest.get("precision", "fp32")
     runs_at = runner.info.precision.split("+")[0]  # "int8+bf16": int8 kernels, bf16 float parts
     if runs_at in TOLERANCES and runs_at != precision:  # asked to run lower than exported: its budget
         precision, tolerance = runs_at, TOLERANCES[runs_at]
-    else:
-        tolerance = manifest.get("tolerance") or TOLERANCES.get(precision, {})
+    else:  # the table's budget; the manifest may only tighten it
+        tolerance = tolerance_for(precision, manifest.get("tolerance"))
     failures = check_tolerance(precision, [row], tolerance)
     return {
         "artifact": str(folder),
@@ -99,11 +152,18 @@ def _cache_file() -> Path:
     return Path(root) / "baryir" / "verified.json"
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _cache_key(folder: Path, runner: Runner) -> str:
-    """Artifact contents (size and mtime of each file), runtime, device, precision and CPU."""
-    files = sorted(
-        (str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
-    )
+    """Artifact contents (SHA-256 of each file: a same-size swap with an old mtime is a new
+    artifact), runtime, device, precision and CPU."""
+    files = sorted((str(p.relative_to(folder)), _sha256(p)) for p in folder.rglob("*") if p.is_file())
     info = runner.info
     facts = [
         str(folder.resolve()),

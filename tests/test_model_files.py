@@ -3,6 +3,7 @@ checked, and every refusal is one line that names the file."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import pickle
@@ -281,3 +282,126 @@ def test_an_os_error_names_its_file_in_the_one_line_error(tmp_path, capsys):
     assert main(["demo", "-o", str(blocker / "demo")]) == 2
     line = _one_line_error(capsys, str(blocker))
     assert line.startswith(f"error: {blocker / 'demo'}") and line.endswith(": Not a directory"), line
+
+
+# ------------------------------------------------------------------ round three (hostile classes)
+class _Built:
+    """Pickles as ``obj`` followed by BUILD with ``state`` (what ``__setstate__`` attacks use)."""
+
+    def __init__(self, obj, state) -> None:
+        self.obj, self.state = obj, state
+
+    def __reduce__(self):
+        return _identity, (self.obj,), self.state
+
+
+def _identity(x):
+    return x
+
+
+class _BuildPickler(_Pickler):
+    def reducer_override(self, obj):
+        if isinstance(obj, _Built):  # BUILD on a real allowlisted object, not on a stand-in
+            return _rebuild_with(obj)
+        return NotImplemented
+
+
+def _rebuild_with(built: _Built):
+    if isinstance(built.obj, _Tensor):
+        return torch._utils._rebuild_tensor_v2, built.obj.args, built.state
+    return OrderedDict, (), built.state
+
+
+def test_build_never_sets_a_tensor_or_a_shared_object(tmp_path):
+    # Tensor.__setstate__ would grow an empty storage to any size, filled with process memory
+    grow = _Built(_Tensor(_Storage(4), 0, (4,), (1,)), (0, torch.Size([10**6]), (1,), False))
+    path = tmp_path / "heap.pth"
+    buf = io.BytesIO()
+    _BuildPickler(buf, protocol=2).dump({"w": grow})
+    _archive(path, buf.getvalue(), {"0": struct.pack("<4f", *range(4))})
+    with pytest.raises(UnsafeCheckpointError, match="sets the state of a Tensor"):
+        read_official(path)
+    # a state dict's _metadata is the one BUILD a plain container takes; anything else is refused
+    odd = tmp_path / "odd.pth"
+    buf = io.BytesIO()
+    _BuildPickler(buf, protocol=2).dump(_Built({}, {"dtype": "float64"}))
+    _archive(odd, buf.getvalue(), {})
+    with pytest.raises(UnsafeCheckpointError, match="sets the state of a OrderedDict"):
+        read_official(odd)
+    # and a good file still loads the same afterwards in this process
+    good = tmp_path / "good.pth"
+    _archive(good, _pickled({"w": _Tensor(_Storage(4), 0, (4,), (1,))}), {"0": struct.pack("<4f", 1, 2, 3, 4)})
+    assert read_official(good)[0]["w"].tolist() == [1, 2, 3, 4]
+
+
+def test_two_tensors_for_one_name_are_refused_naming_both(tmp_path, nano_model, capsys):
+    state = nano_model.state_dict()
+    both = {**{f"module.{k}": v for k, v in state.items()}, "output.weight": torch.zeros_like(state["output.weight"])}
+    path = tmp_path / "both.pth"
+    torch.save(both, path)
+    assert main(["info", str(path)]) == 2
+    line = _one_line_error(capsys, "both.pth")
+    assert "'module.output.weight'" in line and "'output.weight'" in line
+
+
+def test_a_foreign_checkpoints_entries_never_replace_our_metadata(tmp_path, nano_model):
+    from baryir.checkpoints import FORMAT_KEY, read_safetensors
+
+    path = tmp_path / "foreign.pth"
+    torch.save({"BaryIR": nano_model.state_dict(), "Pots": None, "format": "potentials", "source": "x"}, path)
+    assert main(["convert-official", str(path), "-o", str(tmp_path / "out.safetensors")]) == 0
+    _, meta = read_safetensors(tmp_path / "out.safetensors")
+    assert meta[FORMAT_KEY] == "model" and meta["baryir.source"] == "foreign.pth"
+    assert json.loads(meta["baryir.checkpoint"]) == {"format": "potentials", "source": "x"}
+    assert load_model(tmp_path / "out.safetensors").config == nano_model.config
+
+
+def test_tiny_files_claiming_huge_models_fail_fast_without_memory(tmp_path, capsys):
+    # stride-0 views: a few bytes claim a dim-1024 model (~100 G parameters)
+    big = build_model("nano")
+    with torch.device("meta"):
+        meta_big = type(big)(dataclasses.replace(big.config, dim=1024))
+    claimed = {k: torch.zeros(1).expand(v.shape) for k, v in meta_big.state_dict().items()}
+    path = tmp_path / "stride0.pth"
+    torch.save(claimed, path)
+    assert path.stat().st_size < 2_000_000
+    # zero-element tensors whose shapes claim a wide model
+    empty = {k: torch.zeros(0, *v.shape[1:]) for k, v in meta_big.state_dict().items() if v.dim() > 1}
+    empty_path = tmp_path / "empty.safetensors"
+    save_file(empty, str(empty_path))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for p in (path, empty_path):
+        start = time.perf_counter()
+        assert main(["info", str(p)]) == 2
+        assert time.perf_counter() - start < 5
+        _one_line_error(capsys, p.name)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KiB: < 0.5 GB more
+
+
+def test_self_referencing_structures_make_short_messages(tmp_path):
+    nested = [1] * 200
+    for _ in range(8):
+        nested = [nested] * 200  # 200**8 leaves, a few KB pickled
+    path = tmp_path / "laughs.pth"
+    _archive(path, _pickled({"w": _Tensor(_Storage(4), nested, (4,), (1,))}), {"0": bytes(16)})
+    assert path.stat().st_size < 100_000
+    with pytest.raises(UnsafeCheckpointError) as err:
+        read_official(path)
+    assert len(str(err.value)) < 1000
+
+
+def test_overlapping_zip_members_are_refused(tmp_path):
+    good = tmp_path / "good.pth"
+    _archive(good, _pickled({"w": _Tensor(_Storage(4), 0, (4,), (1,))}), {"0": struct.pack("<4f", 1, 2, 3, 4)})
+    data = bytearray(good.read_bytes())
+    # point the central directory entry of data/0 at the local header of data.pkl
+    with zipfile.ZipFile(good) as z:
+        pkl, storage = z.getinfo("archive/data.pkl"), z.getinfo("archive/data/0")
+    central = data.rfind(b"PK\x01\x02" + data[data.find(b"PK\x01\x02") + 4 : data.find(b"PK\x01\x02") + 4])
+    entry = data.find(b"archive/data/0", central) - 46
+    struct.pack_into("<I", data, entry + 42, pkl.header_offset)
+    assert storage.header_offset != pkl.header_offset
+    bad = tmp_path / "overlap.pth"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(UnsafeCheckpointError, match="overlap"):
+        read_official(bad)

@@ -66,6 +66,66 @@ def test_runners_check_at_load_and_cache_the_pass(onnx_artifacts, tmp_path, monk
     assert main([*args, "--no-verify"]) == 0  # the user's explicit opt-out
 
 
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_artifact_checks_cannot_be_talked_out_of(onnx_artifacts, tmp_path, monkeypatch, capsys):
+    import json
+
+    good, broken = onnx_artifacts
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    # a manifest may tighten its tolerance, never loosen it
+    loose = _copy(broken, tmp_path / "loose")
+    manifest = json.loads((loose / "manifest.json").read_text())
+    for tolerance in ({"max_abs": 1e9}, {"psnr": -1}, {"max_abs": float("nan")}, "none"):
+        (loose / "manifest.json").write_text(json.dumps({**manifest, "tolerance": tolerance}))
+        with pytest.raises(ArtifactCheckError, match="misses its golden reference"):
+            load_runner(loose)
+    # no golden: refused unless the user says --no-verify
+    bare = _copy(good, tmp_path / "bare")
+    (bare / "golden.npz").unlink()
+    with pytest.raises(ArtifactCheckError, match="cannot be checked.*--no-verify"):
+        load_runner(bare / "model.onnx")
+    assert load_runner(bare / "model.onnx", verify=False).info.backend == "onnxruntime"
+    # the artifact a manifest names lies inside its folder
+    (tmp_path / "other").mkdir()
+    shutil.copy(broken / "model.onnx", tmp_path / "other" / "model.onnx")
+    outside = _copy(good, tmp_path / "outside")
+    for name in ("../other/model.onnx", str(tmp_path / "other" / "model.onnx")):
+        (outside / "manifest.json").write_text(json.dumps({**manifest, "artifact": name}))
+        with pytest.raises(ValueError, match="not a file name inside"):
+            load_runner(outside)
+    linked = _copy(good, tmp_path / "linked")
+    (linked / "model.onnx").unlink()
+    (linked / "model.onnx").symlink_to(tmp_path / "other" / "model.onnx")
+    with pytest.raises(ValueError, match="leads out of"):
+        load_runner(linked)
+    # the pass is cached by content: a same-size swap with the old mtime is checked again
+    swapped = _copy(good, tmp_path / "swapped")
+    assert load_runner(swapped).info.backend == "onnxruntime"
+    stat = (swapped / "model.onnx").stat()
+    shutil.copy(broken / "model.onnx", swapped / "model.onnx")
+    assert (swapped / "model.onnx").stat().st_size == stat.st_size
+    os.utime(swapped / "model.onnx", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(ArtifactCheckError, match="misses its golden reference"):
+        load_runner(swapped)
+
+
+def test_verify_bounds_its_golden_and_goes_on_after_a_bad_one(onnx_artifacts, tmp_path, capsys):
+    good, _ = onnx_artifacts
+    huge = _copy(good, tmp_path / "huge")
+    big = np.zeros((1, 3, 4096, 4096), np.float16)  # 100 MB of float16; a check would need gigabytes
+    np.savez(huge / "golden.npz", input=big, output=big)
+    garbage = _copy(good, tmp_path / "garbage")
+    (garbage / "golden.npz").write_bytes(b"PK\x03\x04 not a zip")
+    assert main(["verify", str(huge), str(garbage), str(good)]) == 1
+    captured = capsys.readouterr()
+    assert "larger than checks run" in captured.err and "not a readable golden file" in captured.err
+    assert captured.out.count("| pass |") == 1  # the good one after two bad ones
+
+
 def _conv_qdq(weights: np.ndarray) -> onnx.ModelProto:
     """x -> Q/DQ (int8) -> Conv with int8 weights behind a DequantizeLinear."""
     c = weights.shape[0]

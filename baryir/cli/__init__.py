@@ -7,11 +7,14 @@ imports no torch, so ``restore`` and ``verify`` run where only a backend is inst
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
 import pickle
 import sys
+from pathlib import Path
 
 from ..formats import needs_extra
+from ..io.atomic import refuse_overwriting_inputs
 from . import compare, deploy, models, training
 
 
@@ -28,6 +31,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Options naming a file a command writes whole (reports, plots).
+WRITTEN_FILES = ("json", "plot")
+#: Options naming the folder a command writes into; each command guards its own files there.
+WRITTEN_FOLDERS = ("out", "output")
+
+
+def read_paths(args: argparse.Namespace) -> list[Path]:
+    """Every existing file or folder an option or argument names (glob patterns expanded): what
+    the command may read. Output options are left out."""
+    values = [v for k, v in vars(args).items() if k not in WRITTEN_FILES + WRITTEN_FOLDERS and v]
+    found = []
+    for value in values:
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if not isinstance(item, str | Path) or not str(item):
+                continue
+            matches = glob.glob(str(item)) if any(ch in str(item) for ch in "*?[") else [item]
+            found += [Path(m) for m in matches if Path(m).exists()]
+    return found
+
+
+def guard_written_files(args: argparse.Namespace) -> None:
+    """The one guard of every command's whole-file outputs: none may be, link to or lie in what
+    the command reads."""
+    outputs = [getattr(args, name) for name in WRITTEN_FILES if getattr(args, name, None)]
+    if outputs:
+        refuse_overwriting_inputs(read_paths(args), outputs)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Errors are one line (``error: <file or option>: <reason>``) with exit 2,
     1 when some inputs of a batch failed, 128 + N after signal N (130 on Ctrl-C)."""
@@ -36,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..signals import TrainingStopped
 
     try:
+        guard_written_files(args)
         return args.func(args)
     except TrainingStopped as e:
         print(e, file=sys.stderr)

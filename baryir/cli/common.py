@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 
@@ -30,14 +31,21 @@ def sizes(text: str, multiple: int = 1) -> list[tuple[int, int]]:
     return [size(v, multiple) for v in text.split(",")]
 
 
+def name_fragment(text: str) -> str:
+    """A piece of a file name (``--suffix``): no folder separators, no ``..``, no control characters."""
+    if any(sep in text for sep in ("/", "\\")) or ".." in text or any(ord(ch) < 32 for ch in text):
+        raise argparse.ArgumentTypeError(f"a suffix is part of a file name, not a path: {text!r}")
+    return text
+
+
 def positive(kind: type) -> object:
     def parse(text: str) -> float | int:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
         return value
 
     return parse

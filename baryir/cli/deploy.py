@@ -8,7 +8,7 @@ from pathlib import Path
 
 from baryir.formats import BACKEND_NAMES, FORMATS
 
-from .common import positive, sizes, write_json
+from .common import name_fragment, positive, sizes, write_json
 
 #: The per-format export options (argparse dests), from the format table.
 EXPORT_OPTIONS = tuple(name for f in FORMATS.values() for name in f.options)
@@ -59,7 +59,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from baryir.runtimes.loader import model_dim
     from baryir.runtimes.restore import expand_inputs, plan_outputs, restore_file
 
-    paths, skipped = expand_inputs(args.inputs)
+    empty = [item for item in args.inputs if not item.strip()]
+    for _ in empty:  # Path("") is the current folder: never restore it by accident
+        print("error: '': an empty input name names no file; give a file, folder or pattern", file=sys.stderr)
+    paths, skipped = expand_inputs([item for item in args.inputs if item.strip()])
     for path in skipped:
         print(f"skipped {path}: not an image suffix", file=sys.stderr)
     if not paths:
@@ -84,17 +87,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
             for note in result.notes:
                 tqdm.write(f"note: {result.input}: {note}", file=sys.stderr)
     print(f"restored {len(paths) - failures} of {len(paths)} image(s) into {args.out}", file=sys.stderr)
-    return 1 if failures else 0
+    return 1 if failures or empty else 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from baryir.runtimes import load_runner
-    from baryir.runtimes.verify import artifact_folder, verify_runner
+    from baryir.runtimes.verify import ArtifactCheckError, artifact_folder, verify_runner
 
     results = []
-    for artifact in args.artifacts:
-        folder = artifact_folder(artifact)
-        if folder is None:
+    for artifact in args.artifacts:  # one bad artifact is one failed row, the others are still checked
+        try:
+            folder = artifact_folder(artifact)
+        except ArtifactCheckError:
             print(f"error: {artifact}: not an export folder (needs manifest.json and golden.npz)", file=sys.stderr)
             results.append({"artifact": artifact, "passed": False, "failures": ["not an export folder"]})
             continue
@@ -105,7 +109,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
             results.append({"artifact": artifact, "passed": False, "failures": [f"cannot run here: {e}"]})
             continue
         with runner:
-            results.append(verify_runner(runner, folder))
+            try:
+                results.append(verify_runner(runner, folder))
+            except (ArtifactCheckError, ValueError, OSError) as e:
+                print(f"error: {artifact}: {e}", file=sys.stderr)
+                results.append({"artifact": artifact, "passed": False, "failures": [str(e)]})
     print("| artifact | backend | device | runs at | PSNR vs PyTorch | max abs | tolerance | result |")
     print("|---|---|---|---|---:|---:|---|---|")
     for r in results:
@@ -189,6 +197,7 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--suffix",
         default="",
+        type=name_fragment,
         help="append this to each output's name (photo.png -> photo_restored.png with _restored), e.g. to "
         "write into the inputs' own folder; outputs never replace inputs",
     )

@@ -56,7 +56,8 @@ def cmd_convert_official(args: argparse.Namespace) -> int:
         model = model_from_state_dict(model_state)
     except ValueError as e:
         raise ValueError(f"{args.checkpoint}: {e}") from None
-    out = save_model(model, args.output, {"source": Path(args.checkpoint).name, **extra})
+    # the checkpoint's own entries (epoch, ...) go under their own names, never over ours
+    out = save_model(model, args.output, {"source": Path(args.checkpoint).name, "checkpoint": extra})
     print(f"wrote {out} ({model.config.dim=}, {sum(p.numel() for p in model.parameters()):,} parameters)")
     if args.potentials:
         if pots_state is None:
@@ -92,7 +93,12 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
         "(default) or a model file.",
     )
     p.add_argument("model", metavar="MODEL")
-    p.add_argument("--size", type=size, default=(256, 256), help="input size HxW for GMACs (default 256x256)")
+    p.add_argument(
+        "--size",
+        type=lambda text: size(text, 8),
+        default=(256, 256),
+        help="input size HxW for GMACs, multiples of 8 (default 256x256)",
+    )
     p.add_argument("--latency", action="store_true", help="also time one eager FP32 CPU forward pass")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_info)

@@ -69,14 +69,43 @@ def same_file(a: str | Path, b: str | Path) -> bool:
         return False
 
 
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _hard_linked_into(out: Path, folder: Path, limit: int = 100_000) -> Path | None:
+    """A file under ``folder`` that is ``out`` by another name (a hard link), if any."""
+    inode = _inode(out)
+    if inode is None or out.stat().st_nlink < 2:
+        return None
+    for i, candidate in enumerate(folder.rglob("*")):
+        if i >= limit:
+            break
+        if candidate.is_file() and _inode(candidate) == inode:
+            return candidate
+    return None
+
+
 def refuse_overwriting_inputs(inputs: Iterable[str | Path], outputs: Iterable[str | Path]) -> None:
-    """Raise ``ValueError`` naming both files if an output would replace an input (or lie inside
-    an input folder that an output folder replaces)."""
-    inputs = [Path(p) for p in inputs if p is not None]
+    """Raise ``ValueError`` naming both if an output would replace what the command reads: an
+    input file (same path, a symlink or a hard link to it), an existing file inside an input
+    folder (or a hard link of one), or an input lying inside an output folder."""
+    inputs = [Path(p) for p in inputs if p is not None and str(p) != ""]
     for out in outputs:
         if out is None:
             continue
+        out = Path(out)
         for src in inputs:
-            inside = Path(out).is_dir() and Path(src).resolve().is_relative_to(Path(out).resolve())
+            inside = out.is_dir() and src.resolve().is_relative_to(out.resolve())
             if same_file(src, out) or inside:
                 raise ValueError(f"{out}: would overwrite the input {src}; choose another output path")
+            if src.is_dir() and out.exists() and not out.is_dir():
+                linked = out if out.resolve().is_relative_to(src.resolve()) else _hard_linked_into(out, src)
+                if linked is not None:
+                    raise ValueError(
+                        f"{out}: would overwrite {linked}, in the input folder {src}; choose another output path"
+                    )

@@ -1,0 +1,88 @@
+"""No option makes a command write over what it reads, and options that mean nothing are refused
+by name (every case here fails before any real work)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from baryir import build_model, save_model
+from baryir.cli import main
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("guard")
+    torch.manual_seed(0)
+    model = save_model(build_model("nano"), root / "m.safetensors")
+    photos = root / "photos"
+    photos.mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(photos / f"{name}.png")
+    art = root / "art"
+    art.mkdir()
+    (art / "manifest.json").write_text('{"format": "onnx"}')
+    return root, model, photos, art
+
+
+def _unchanged(paths, run):
+    before = {p: p.read_bytes() for p in paths}
+    assert run() == 2
+    assert all(p.read_bytes() == data for p, data in before.items())
+
+
+def test_json_and_plot_never_replace_an_input(files, tmp_path, capsys):
+    root, model, photos, art = files
+    link = tmp_path / "hard.json"
+    os.link(model, link)
+    cases = [
+        ["export", "--model", str(model), "--format", "onnx", "-o", str(tmp_path / "x"), "--json", str(model)],
+        ["eval", "--model", str(model), "--clean", str(photos), "--json", str(photos / "a.png")],
+        ["verify", str(art), "--json", str(art / "manifest.json")],
+        ["bench", "--model", str(model), "--json", str(model)],
+        ["bench", "--model", str(model), "--plot", str(model)],
+        ["parity", "--model", str(model), "--clean", str(photos), "--json", str(photos / "b.png")],
+        ["bench", "--model", str(model), "--json", str(link)],  # a hard link of the model
+    ]
+    for argv in cases:
+        _unchanged([model, photos / "a.png", photos / "b.png", art / "manifest.json"], lambda a=argv: main(a))
+        err = capsys.readouterr().err
+        assert "would overwrite" in err and "Traceback" not in err, argv
+
+
+def test_a_suffix_is_a_name_not_a_path(files, tmp_path):
+    _, model, photos, _ = files
+    for suffix in ("/../../x", "..", "a\\b"):
+        with pytest.raises(SystemExit) as exit_:
+            main(
+                ["restore", str(photos / "a.png"), "-o", str(tmp_path / "o"), "--suffix", suffix, "--model", str(model)]
+            )
+        assert exit_.value.code == 2
+    assert not (tmp_path / "o").exists()
+
+
+def test_options_that_mean_nothing_are_refused_by_name(files, tmp_path, capsys):
+    _, model, photos, _ = files
+    for option in ("--format", "--precision"):
+        argv = ["export", "--model", str(model), "-o", str(tmp_path / "e"), option, ""]
+        assert main(argv) == 2
+        assert f"{option} names no" in capsys.readouterr().err
+    for argv in (
+        ["restore", str(photos / "a.png"), "-o", str(tmp_path / "r"), "--memory-mb", "nan"],
+        ["info", str(model), "--size", "7x7"],
+    ):
+        with pytest.raises(SystemExit):
+            main(argv)
+        err = capsys.readouterr().err
+        assert ("--memory-mb" in err or "--size" in err) and "Traceback" not in err
+    cwd = os.getcwd()
+    os.chdir(photos)  # "" must not mean "the current folder"
+    try:
+        assert main(["restore", "", "-o", str(tmp_path / "cur"), "--model", str(model), "--no-progress"]) == 2
+    finally:
+        os.chdir(cwd)
+    assert "empty input name" in capsys.readouterr().err and not (tmp_path / "cur").exists()
