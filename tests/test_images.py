@@ -287,3 +287,53 @@ def test_bench_reports_a_dead_or_failing_child_as_a_failed_row(model_path, tmp_p
     rows = json.loads(report.read_text())["rows"]
     assert len(rows) == 1 and "MemoryError" in rows[0]["failed"]
     assert "FAILED" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "P", "LAB", "RGB"])
+def test_tiff_outputs_keep_only_the_photos_exif(tmp_path, mode):
+    rgb = (np.random.default_rng(2).random((20, 24, 3)) * 255).astype(np.uint8)
+    im = Image.fromarray(rgb).convert(mode) if mode != "LAB" else Image.fromarray(rgb).convert("LAB")
+    exif = Image.Exif()
+    exif[0x010F] = "Camera maker"
+    exif[0x0112] = 1
+    im.save(tmp_path / "in.tif", exif=exif.tobytes())
+    pic = read_image(tmp_path / "in.tif")
+    write_image(pic, tmp_path / "out.tif")
+    with Image.open(tmp_path / "out.tif") as out:
+        out.load()
+        assert out.mode == "RGB" and out.size == (24, 20)
+        assert out.getexif().get(0x010F) == "Camera maker"  # the photo's tags travel
+        assert out.getexif().get(262) == 2  # photometric: RGB, the pixels it holds, not the input's
+
+
+def test_colour_key_transparency_becomes_alpha(tmp_path):
+    rgb = np.full((8, 8, 3), 200, np.uint8)
+    rgb[:4] = (1, 2, 3)
+    Image.fromarray(rgb).save(tmp_path / "key.png", transparency=(1, 2, 3))
+    pic = read_image(tmp_path / "key.png")
+    assert pic.alpha is not None and (pic.alpha[:4] == 0).all() and (pic.alpha[4:] == 255).all()
+    grey = Image.fromarray(rgb[..., 0])
+    grey.save(tmp_path / "grey.png", transparency=1)
+    assert read_image(tmp_path / "grey.png").alpha is not None
+
+
+def test_a_malformed_exif_costs_the_exif_not_the_batch(model_path, tmp_path, capsys):
+    good = Image.fromarray(np.full((16, 16, 3), 100, np.uint8))
+    good.save(tmp_path / "a.png")
+    buf = tmp_path / "b.png"
+    good.save(buf)
+    data = buf.read_bytes()
+    end = data.rfind(b"IEND") - 4
+    body = b"XX\x00\x2a\x00\x00\x00\x08"  # neither II nor MM: Pillow's EXIF reader raises SyntaxError
+    chunk = struct.pack(">I", len(body)) + b"eXIf" + body + struct.pack(">I", zlib.crc32(b"eXIf" + body))
+    buf.write_bytes(data[:end] + chunk + data[end:])
+    argv = ["restore", str(tmp_path / "a.png"), str(buf), "-o", str(tmp_path / "out"), "--model", model_path]
+    assert "unreadable EXIF dropped" in " ".join(read_image(buf).notes)
+    assert main([*argv, "--no-progress"]) == 0
+    assert (tmp_path / "out" / "a.png").exists() and (tmp_path / "out" / "b.png").exists()
+
+
+def test_photos_up_to_the_stated_limit_are_read(tmp_path):
+    side = 9800  # 96 MP: above Pillow's own default warning (89.5 MP), below our 100 MP limit
+    Image.new("L", (side, side)).save(tmp_path / "big.png")
+    assert read_image(tmp_path / "big.png").rgb.shape == (side, side, 3)

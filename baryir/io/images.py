@@ -45,6 +45,13 @@ IMAGE_SUFFIXES = tuple(FORMATS)
 _LOSSLESS_FORMATS = {"PNG", "BMP", "TIFF"}
 _EXIF_FORMATS = {"PNG", "JPEG", "TIFF", "WEBP"}
 _ORIENTATION = 0x0112
+#: The first-directory tags that describe a photo (camera, time, author...), kept in outputs; the
+#: rest of a TIFF's first directory describes its pixel layout (size, photometric, palette,
+#: strips) and belongs to the input file alone.
+_DESCRIPTIVE_TAGS = frozenset(
+    {0x010E, 0x010F, 0x0110, 0x0112, 0x0131, 0x0132, 0x013B, 0x013C, 0x8298, 0x011A, 0x011B, 0x0128}
+)
+_SUB_IFDS = (0x8769, 0x8825)  # the Exif and GPS directories
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -209,6 +216,8 @@ def _pixels(im: Image.Image, data: bytes, notes: list[str]) -> tuple[np.ndarray,
     header = _png_header(data)
     if header and header[2] == 16 and header[3] in (2, 4, 6):
         pixels = _read_png16(data)
+        if "transparency" in im.info:
+            notes.append("the 16-bit PNG's tRNS colour-key transparency was dropped (alpha channels are kept)")
         return pixels, pixels.shape[2] <= 2
     if im.format == "TIFF" and 16 in tuple(im.tag_v2.get(258, ())) and im.mode not in ("I;16", "I;16B", "I;16L"):
         raise ImageError("16-bit colour TIFF cannot be read at full depth here; save it as a 16-bit PNG")
@@ -233,15 +242,39 @@ def _pixels(im: Image.Image, data: bytes, notes: list[str]) -> tuple[np.ndarray,
     elif mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     elif mode in ("1", "L"):
-        im = im.convert("L")
+        im = im.convert("LA" if "transparency" in im.info else "L")  # a tRNS colour key becomes alpha
     elif mode in ("LA", "La", "PA"):
         im = im.convert("LA")
     elif mode in ("RGBA", "RGBa"):
         im = im.convert("RGBA")
+    elif mode == "RGB" and "transparency" in im.info:
+        im = im.convert("RGBA")  # a tRNS colour key becomes alpha
     elif mode != "RGB":
         im = im.convert("RGB")
     pixels = np.asarray(im)
     return (pixels if pixels.ndim == 3 else pixels[..., None]), im.mode in ("L", "LA")
+
+
+def _photo_exif(im: Image.Image, notes: list[str]) -> Image.Exif:
+    """The photo's EXIF without the file's own layout tags (a TIFF's first directory also holds
+    its size, photometric and palette): descriptive tags and the Exif and GPS directories. An
+    unreadable EXIF block is dropped with a note; it never costs the picture."""
+    kept = Image.Exif()
+    try:
+        exif = im.getexif()
+        for tag, value in exif.items():
+            if tag in _DESCRIPTIVE_TAGS:
+                kept[tag] = value
+        for ifd in _SUB_IFDS:
+            if ifd in exif:
+                sub = exif.get_ifd(ifd)
+                if sub:
+                    kept[ifd] = dict(sub)
+        kept.tobytes()  # what writing will do: fail here, not in the encoder
+    except Exception as e:  # malformed EXIF comes in many shapes; the pixels are still good
+        notes.append(f"unreadable EXIF dropped ({type(e).__name__})")
+        return Image.Exif()
+    return kept
 
 
 def read_image(path: str | Path) -> Picture:
@@ -252,7 +285,8 @@ def read_image(path: str | Path) -> Picture:
     data = path.read_bytes()
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # our own MAX_PIXELS guard below is the limit (Pillow's default warns from 89 MP)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))  # reads the header only
             if im.width * im.height > MAX_PIXELS:  # checked before any pixel is decoded
                 raise ImageError(
@@ -264,7 +298,7 @@ def read_image(path: str | Path) -> Picture:
             if frames > 1:
                 raise ImageError(f"has {frames} frames (animated or multi-page); save the frame to restore on its own")
             im.load()
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
         raise ImageError(f"too many pixels (decompression bomb guard: {e})") from None
     except ImageError:
         raise
@@ -272,9 +306,9 @@ def read_image(path: str | Path) -> Picture:
         raise ImageError(f"not a readable image ({e})") from None
     notes: list[str] = []
     pixels, grey = _pixels(im, data, notes)
-    exif = im.getexif()
+    exif = _photo_exif(im, notes)
     orientation = exif.get(_ORIENTATION, 1)
-    pixels = _oriented(pixels, orientation)
+    pixels = _oriented(pixels, orientation if orientation in range(1, 9) else 1)
     if _ORIENTATION in exif:
         exif[_ORIENTATION] = 1
     colour = pixels[..., :1] if grey else pixels[..., :3]
