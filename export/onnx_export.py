@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from baryir.formats import INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE, needs_extra
+from baryir.model.rewrites import DEPLOYMENT_REWRITES
 
 from .common import ExportContext, validate_runner, validation_sizes
-from .rewrites import DEPLOYMENT_REWRITES
 from .wrapper import DeploymentModel
 
 OPSET = 17
@@ -46,7 +46,7 @@ def export_onnx(ctx: ExportContext, precision: str, path: Path) -> dict:
         export_mode = qdq_export_mode(ctx.model)
     else:
         export_mode = contextlib.nullcontext()
-    # the NNCF-quantized graph keeps its structure: its quantizers are placed on it
+    # an INT8 model was rewritten before it was quantized (its quantizers sit on that graph)
     rewrites = () if precision == "int8" else DEPLOYMENT_REWRITES
     wrapper = DeploymentModel(ctx.model, compute_dtype=_DTYPES[precision], rewrites=rewrites)
     example = torch.rand(1, 3, 64, 64)
@@ -83,7 +83,7 @@ def export_onnx(ctx: ExportContext, precision: str, path: Path) -> dict:
     for key, value in meta.items():
         graph.metadata_props.add(key=key, value=value)
     onnx.save(graph, str(path))
-    return {"opset": OPSET, "nodes": len(graph.graph.node), "rewrites": list(rewrites)}
+    return {"opset": OPSET, "nodes": len(graph.graph.node), "rewrites": list(wrapper.model.rewrites)}
 
 
 def validate_onnx(ctx: ExportContext, precision: str, path: Path, large: bool = False) -> list[dict]:

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from baryir.formats import INPUT_NAME, OUTPUT_NAME, needs_extra
+from baryir.model.rewrites import DEPLOYMENT_REWRITES
 from baryir.runtimes.compare import compare
 
 from .common import ExportContext, validation_image, validation_sizes
-from .rewrites import DEPLOYMENT_REWRITES
 from .wrapper import DeploymentModel, reference_output
 
 
@@ -65,7 +65,7 @@ def export_openvino(ctx: ExportContext, precision: str, path: Path) -> dict:
     if precision == "int8":
         low, high = CPU_WEIGHT_LEVELS
         weights = f"int8 weights in [{low}, {high}] ({halved} tensors; right without VNNI), FakeQuantize from Q/DQ"
-        return {"weights": weights, "weight_levels": [low, high], "rewrites": []}
+        return {"weights": weights, "weight_levels": [low, high], "rewrites": list(ctx.model.rewrites)}
     return {"weights": {"fp32": "float32", "fp16": "float16"}[precision], "rewrites": list(DEPLOYMENT_REWRITES)}
 
 

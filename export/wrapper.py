@@ -12,8 +12,7 @@ import torch
 from torch import nn
 
 from baryir.model import BaryNet
-
-from .rewrites import REWRITES
+from baryir.model.rewrites import apply_rewrites
 
 
 class DeploymentModel(nn.Module):
@@ -32,8 +31,7 @@ class DeploymentModel(nn.Module):
         rewrites: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
-        for name in rewrites:
-            model = REWRITES[name](model)
+        model = apply_rewrites(model, rewrites)
         self.model = copy.deepcopy(model).to(compute_dtype).eval() if compute_dtype != torch.float32 else model.eval()
         self.output_scale = output_scale
         self.compute_dtype = compute_dtype

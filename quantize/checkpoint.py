@@ -18,6 +18,7 @@ import torch
 
 from baryir.checkpoints import CONFIG_KEY, FORMAT_KEY, WEIGHTS_DIR, read_safetensors, save_tensors
 from baryir.model import BaryConfig, BaryNet
+from baryir.model.rewrites import apply_rewrites
 
 from .scheme import Int8Scheme, require_nncf
 
@@ -91,12 +92,7 @@ def load_quantized(name_or_path: str | Path, device: str | torch.device = "cpu")
     path = resolve_quantized(name_or_path)
     tensors, meta = read_safetensors(path)
     model = BaryNet(BaryConfig.from_dict(json.loads(meta[CONFIG_KEY]))).eval()
+    model = apply_rewrites(model, json.loads(meta[SCHEME_KEY]).get("rewrites", []))  # the graph it was quantized on
     model = nncf.torch.load_from_config(model, json.loads(meta[NNCF_KEY]))
     model.load_state_dict(tensors)
     return model.to(device).eval()
-
-
-def load_scheme(path: str | Path) -> Int8Scheme:
-    """The :class:`Int8Scheme` a quantized checkpoint was made with."""
-    _, meta = read_safetensors(resolve_quantized(path))
-    return Int8Scheme(**json.loads(meta[SCHEME_KEY]))

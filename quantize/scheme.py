@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass
 
 from baryir.formats import needs_extra
+from baryir.model.rewrites import DEPLOYMENT_REWRITES
 
 #: Regular expressions over NNCF node names (``<module path>/<op>/<call index>``).
 _NORMS = r".*(norm\d|LN)/body/.*"
@@ -36,7 +37,10 @@ _RESIDUAL = r".*/\d+/add/\d+"
 #: The full-resolution (level-1) gated FFNs after their input projection: the depthwise conv,
 #: GELU gate and output projection see the finest image detail, which per-tensor int8
 #: activations round away (low-noise denoising loses most). ``project_in`` stays int8.
-_FFN_LEVEL1 = r"(encoder_level1|decoder_level1|refinement)/\d+/ffn/(dwconv/conv2d|gelu|mul|project_out/conv2d)/\d+"
+_FFN_LEVEL1 = (
+    r"(encoder_level1|decoder_level1|refinement)/\d+/ffn/"
+    r"(dwconv/conv2d|(gate|value)/1/conv2d|gelu|mul|project_out/conv2d)/\d+"
+)
 
 #: name -> regex patterns of nodes left in floating point.
 IGNORED_SCOPES: dict[str, tuple[str, ...]] = {
@@ -59,6 +63,9 @@ class Int8Scheme:
     overflow_fix: str = "disable"
     activations: str = "symmetric signed per-tensor int8"
     weights: str = "symmetric signed per-channel int8 (narrow range)"
+    #: Exact rewrites applied before quantizing (:mod:`baryir.model.rewrites`); checkpoints made
+    #: before rewrites existed record none.
+    rewrites: tuple[str, ...] = DEPLOYMENT_REWRITES
 
     def __post_init__(self) -> None:
         if self.ignored not in IGNORED_SCOPES:

@@ -98,7 +98,7 @@ def test_onnx_graph_contract_and_validation(exported):
 @pytest.mark.parametrize("config", ["nano", "mobile"])
 def test_split_rewrite_is_exact_and_leaves_the_model_alone(config):
     from baryir import build_model
-    from baryir.export.rewrites import split_channel_chunks
+    from baryir.model.rewrites import split_channel_chunks
 
     torch.manual_seed(1)
     model = build_model(config).eval()

@@ -38,6 +38,9 @@ class BaryNet(nn.Module):
     Input: (B, C, H, W) with H and W multiples of 8.
     """
 
+    #: The deployment rewrites (:mod:`.rewrites`) this instance has been through.
+    rewrites: tuple[str, ...] = ()
+
     def __init__(self, config: BaryConfig | None = None) -> None:
         super().__init__()
         self.config = cfg = config or BaryConfig()

@@ -1,8 +1,10 @@
-"""Exact deployment rewrites of BaryNet, applied to a copy when exporting.
+"""Exact deployment rewrites of BaryNet, applied to a copy when exporting or quantizing.
 
-The training graph and the checkpoints stay as they are; each rewrite computes the same
+The training graph and the float checkpoints stay as they are; each rewrite computes the same
 numbers with operations the runtimes run faster, and the export's validation against the
-unrewritten PyTorch model proves it (docs/export.md has the measurements).
+unrewritten PyTorch model proves it (docs/benchmarks.md has the measurements). INT8 models are
+quantized after the rewrite, so their quantizers sit on the rewritten graph (their checkpoints
+record which rewrites they need).
 
 ``split_channel_chunks``: GDFN's ``chunk(2)`` and MDTA's ``chunk(3)`` split the output of a 1x1
 convolution followed by a depthwise 3x3 along channels. Both convolutions compute each output
@@ -19,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baryir.model import BaryNet
-from baryir.model.blocks import Attention, FeedForward, l2_normalize_hw_fp32
+from .barynet import BaryNet
+from .blocks import Attention, FeedForward, l2_normalize_hw_fp32
 
 
 def _slice_conv(conv: nn.Conv2d, start: int, stop: int) -> nn.Conv2d:
@@ -100,7 +102,19 @@ def split_channel_chunks(model: BaryNet) -> BaryNet:
     return rewritten
 
 
-#: Every rewrite by name (manifests record the names of those applied).
+#: Every rewrite by name (manifests and quantized checkpoints record the names of those applied).
 REWRITES = {"split_channel_chunks": split_channel_chunks}
-#: The rewrites every floating-point export applies, in order.
+#: The rewrites every export and every new INT8 model applies, in order.
 DEPLOYMENT_REWRITES: tuple[str, ...] = ("split_channel_chunks",)
+
+
+def apply_rewrites(model: BaryNet, names: tuple[str, ...] | list[str]) -> BaryNet:
+    """``model`` after the named rewrites (a copy if any; unknown names are an error)."""
+    unknown = [n for n in names if n not in REWRITES]
+    if unknown:
+        raise ValueError(f"unknown rewrites {unknown} (known: {', '.join(REWRITES)}); update baryir")
+    for name in names:
+        done = model.rewrites
+        model = REWRITES[name](model)
+        model.rewrites = (*done, name)
+    return model
