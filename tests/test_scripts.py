@@ -50,3 +50,19 @@ def test_pack_falls_back_to_jpeg_to_fit_and_refuses_what_cannot(tmp_path):
     with pytest.raises(ValueError, match="raise --max-mib"):
         pack(folders, tmp_path / "never", max_mib=1e-4, qualities=[50])
     assert not (tmp_path / "never").exists()  # nothing half-written when it does not fit
+
+
+def test_rain_stats_measure_streaks_as_drawn():
+    from rain_stats import ANGLE_BINS, layer_stats
+
+    layer = np.zeros((120, 120), np.float32)
+    for x in range(10, 110, 12):  # vertical streaks 2 px wide, 30 px long, brightness 0.5
+        layer[20:50, x : x + 2] = 0.5
+    stats = layer_stats(layer)
+    assert 1.5 <= stats["median_width"] <= 2.5 and 25 <= stats["median_length"] <= 36
+    assert stats["density"] == (layer > 0.04).mean()
+    centre = (ANGLE_BINS[:-1] + ANGLE_BINS[1:]) / 2
+    near_vertical = sum(w for c, w in zip(centre, stats["angle"]) if abs(c) <= 10)
+    assert near_vertical > 0.9 * sum(stats["angle"])
+    tilted = layer_stats(np.ascontiguousarray(layer.T))  # horizontal streaks: far from vertical
+    assert sum(w for c, w in zip(centre, tilted["angle"]) if abs(c) <= 10) < 0.1 * sum(tilted["angle"])
