@@ -56,6 +56,7 @@ def run_quantize(opts: QuantizeOptions, validation: list[EvalItem] | None = None
             batch_size=opts.batch_size,
             patch_size=opts.patch_size,
             content_haze=opts.content_haze,
+            content_variety=opts.content_variety,
             lr=opts.lr,
             schedule="cosine",
             warmup=min(20, opts.steps // 10),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from baryir.data.tasks import THREE_TASK
+from baryir.data.tasks import THREE_TASK_SAFE
 
 from .scheme import DEFAULT_IGNORED
 
@@ -17,7 +17,7 @@ class QuantizeOptions:
     data: list[str]
     out: str
     method: str = "qat"
-    tasks: list[str] = field(default_factory=lambda: list(THREE_TASK))
+    tasks: list[str] = field(default_factory=lambda: list(THREE_TASK_SAFE))
     ignored: str = DEFAULT_IGNORED
     calib_samples: int = 256
     calib_patch: int = 128
@@ -26,6 +26,7 @@ class QuantizeOptions:
     batch_size: int = 4
     patch_size: int = 128
     content_haze: float = 0.3
+    content_variety: float = 0.25
     loss: str = "bary"
     distill: float = 1.0
     device: str = "cpu"

@@ -31,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Options naming a file a command writes whole (reports, plots).
-WRITTEN_FILES = ("json", "plot")
+#: Options naming a file a command writes whole (reports, plots, figures).
+WRITTEN_FILES = ("json", "plot", "figure")
 #: Options naming the folder a command writes into; each command guards its own files there.
 WRITTEN_FOLDERS = ("out", "output")
 

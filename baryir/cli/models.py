@@ -67,20 +67,30 @@ def cmd_convert_official(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Row labels of the demo figure, by example file name.
+EXAMPLE_LABELS = {"haze": "haze", "noise25": "noise (sigma 25)", "rain": "rain"}
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..checkpoints import load_model
-    from ..data.images import EXAMPLES_DIR, comparison_grid, list_images, read_rgb, write_png
+    from ..data.images import EXAMPLES_DIR, labelled_grid, list_images, read_rgb, write_png
     from ..inference import restore_tensor
+    from ..io.atomic import atomic_write
 
     model = load_model(args.model)
     out = Path(args.out)
-    rows = []
+    rows, labels = [], []
     for path in list_images(EXAMPLES_DIR):
         degraded = read_rgb(path)
         restored = restore_tensor(model, degraded)
         print(f"restored {path.name} -> {write_png(restored, out / path.name)}")
         rows.append([degraded, restored])
-    print(f"side by side (input | restored): {write_png(comparison_grid(rows), out / 'comparison.png')}")
+        labels.append(EXAMPLE_LABELS.get(path.stem, path.stem))
+    grid = labelled_grid(rows, labels, ["input", f"restored ({Path(args.model).stem})"])
+    figure = Path(args.figure) if args.figure else out / "comparison.png"
+    kind = "JPEG" if figure.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    atomic_write(figure, lambda tmp: grid.save(tmp, format=kind, **({"quality": 90} if kind == "JPEG" else {})))
+    print(f"side by side (input | restored, labelled): {figure}")
     return 0
 
 
@@ -127,6 +137,11 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", default="default", help="shipped name or weights file (default: default)")
     p.add_argument("-o", "--out", default="out/demo", help="output folder (default out/demo)")
+    p.add_argument(
+        "--figure",
+        help="write the labelled comparison here instead of OUT/comparison.png (.jpg or .png; "
+        "the README's docs/demo.jpg is `baryir demo --figure docs/demo.jpg`)",
+    )
     p.set_defaults(func=cmd_demo)
 
 

@@ -274,6 +274,13 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
         metavar="P",
         help=f"as in `baryir train` (default {Q.content_haze}, the shipped model's training data)",
     )
+    p.add_argument(
+        "--content-variety",
+        type=float,
+        default=Q.content_variety,
+        metavar="P",
+        help=f"as in `baryir train` (default {Q.content_variety}, the shipped model's training data)",
+    )
     p.add_argument("--loss", choices=["bary", "l1"], default=Q.loss, help="QAT loss (default: the training losses)")
     p.add_argument(
         "--distill",

@@ -96,16 +96,29 @@ def write_png(img: torch.Tensor, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: Image.fromarray(to_uint8(img)).save(tmp, format="PNG"))
 
 
-def comparison_grid(rows: list[list[torch.Tensor]], gap: int = 6) -> torch.Tensor:
-    """Images laid out row by row (e.g. input | restored), white gaps, top-left aligned."""
-    height = sum(max(im.shape[1] for im in row) for row in rows) + gap * (len(rows) - 1)
-    width = max(sum(im.shape[2] for im in row) + gap * (len(row) - 1) for row in rows)
-    canvas = torch.ones(3, height, width)
-    y = 0
-    for row in rows:
-        x = 0
-        for im in row:
-            canvas[:, y : y + im.shape[1], x : x + im.shape[2]] = im.clamp(0, 1)
-            x += im.shape[2] + gap
-        y += max(im.shape[1] for im in row) + gap
+def labelled_grid(
+    rows: list[list[torch.Tensor]], row_labels: list[str], column_labels: list[str], gap: int = 6
+) -> Image.Image:
+    """Images laid out row by row (e.g. input | restored) with white gaps, a label above each
+    column and left of each row (columns start at the widest image above them, so labels line up)."""
+    from PIL import ImageDraw
+
+    widths = [max(row[c].shape[2] for row in rows) for c in range(len(column_labels))]
+    heights = [max(im.shape[1] for im in row) for row in rows]
+    left, top = 90, 24
+    width = left + sum(widths) + gap * (len(widths) - 1)
+    canvas = Image.new("RGB", (width, top + sum(heights) + gap * (len(rows) - 1)), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = left
+    for label, w in zip(column_labels, widths):
+        draw.text((x + 4, 6), label, fill="black")
+        x += w + gap
+    y = top
+    for label, row, h in zip(row_labels, rows, heights):
+        draw.text((6, y + h // 2 - 6), label, fill="black")
+        x = left
+        for im, w in zip(row, widths):
+            canvas.paste(Image.fromarray(to_uint8(im)), (x, y))
+            x += w + gap
+        y += h + gap
     return canvas
