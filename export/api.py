@@ -9,6 +9,7 @@ from pathlib import Path
 from baryir.checkpoints import file_sha256, load_model, resolve_model_path
 from baryir.formats import Format, artifact_bytes, export_options, parse_request
 from baryir.io.atomic import refuse_overwriting_inputs
+from baryir.model.rewrites import DEPLOYMENT_REWRITES
 from baryir.runtimes.compare import check_tolerance
 
 from .common import (
@@ -155,13 +156,16 @@ def export_model(
     shapes: tuple[tuple[int, int], ...] = DEFAULT_SHAPES,
     validate: bool = True,
     large: bool = False,
+    rewrites: tuple[str, ...] = DEPLOYMENT_REWRITES,
     **options,
 ) -> list[dict]:
     """Export ``model`` to every (format, precision) asked for, each into
     ``out_dir/<format>-<precision>/`` with ``manifest.json`` and ``golden.npz``.
 
     ``options`` are the per-format options of :data:`baryir.formats.FORMATS` (one that no
-    requested format takes is an error). Every combination is checked before any work; an
+    requested format takes is an error). ``rewrites`` are the exact graph rewrites of the float
+    exports (``()`` exports the training graph as it is, for comparisons); an INT8 model carries
+    the rewrites it was quantized with. Every combination is checked before any work; an
     artifact that misses its tolerance against PyTorch raises :class:`ExportValidationError`
     and is not written.
     """
@@ -172,7 +176,9 @@ def export_model(
     contexts = {}
     if any(p != "int8" for _, p in jobs):
         path = source_checkpoint(model, "fp32")
-        contexts["float"] = ExportContext(load_model(path), str(model), file_sha256(path), tuple(shapes), options)
+        contexts["float"] = ExportContext(
+            load_model(path), str(model), file_sha256(path), tuple(shapes), options, tuple(rewrites)
+        )
     if any(p == "int8" for _, p in jobs):  # the quantized model: its fake-quantized output is the reference
         from baryir.quantize.checkpoint import load_quantized
 

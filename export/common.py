@@ -18,6 +18,7 @@ from baryir.data.images import EXAMPLES_DIR, read_rgb
 from baryir.formats import INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE
 from baryir.io.atomic import fsync_path
 from baryir.model import BaryNet
+from baryir.model.rewrites import DEPLOYMENT_REWRITES
 from baryir.runtimes.compare import TOLERANCES, compare
 from baryir.runtimes.environment import library_versions as environment_versions
 
@@ -37,6 +38,8 @@ class ExportContext:
     source_sha256: str
     shapes: tuple[tuple[int, int], ...] = DEFAULT_SHAPES
     options: dict = field(default_factory=dict)
+    #: exact rewrites applied to a float model's graph (an INT8 model carries its own)
+    rewrites: tuple[str, ...] = DEPLOYMENT_REWRITES
 
 
 def golden_input() -> torch.Tensor:

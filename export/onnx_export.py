@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 
 from baryir.formats import INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE, needs_extra
-from baryir.model.rewrites import DEPLOYMENT_REWRITES
 
 from .common import ExportContext, validate_runner, validation_sizes
 from .wrapper import DeploymentModel
@@ -47,7 +46,7 @@ def export_onnx(ctx: ExportContext, precision: str, path: Path) -> dict:
     else:
         export_mode = contextlib.nullcontext()
     # an INT8 model was rewritten before it was quantized (its quantizers sit on that graph)
-    rewrites = () if precision == "int8" else DEPLOYMENT_REWRITES
+    rewrites = () if precision == "int8" else ctx.rewrites
     wrapper = DeploymentModel(ctx.model, compute_dtype=_DTYPES[precision], rewrites=rewrites)
     example = torch.rand(1, 3, 64, 64)
     dynamic = {0: "batch", 2: "height", 3: "width"}

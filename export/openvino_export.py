@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from baryir.formats import INPUT_NAME, OUTPUT_NAME, needs_extra
-from baryir.model.rewrites import DEPLOYMENT_REWRITES
 from baryir.runtimes.compare import compare
 
 from .common import ExportContext, validation_image, validation_sizes
@@ -55,7 +54,7 @@ def export_openvino(ctx: ExportContext, precision: str, path: Path) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = ov.convert_model(
-                DeploymentModel(ctx.model, rewrites=DEPLOYMENT_REWRITES),
+                DeploymentModel(ctx.model, rewrites=ctx.rewrites),
                 example_input=torch.rand(1, 3, 64, 64),
                 input=[ov.PartialShape([-1, 3, -1, -1])],
             )
@@ -66,7 +65,7 @@ def export_openvino(ctx: ExportContext, precision: str, path: Path) -> dict:
         low, high = CPU_WEIGHT_LEVELS
         weights = f"int8 weights in [{low}, {high}] ({halved} tensors; right without VNNI), FakeQuantize from Q/DQ"
         return {"weights": weights, "weight_levels": [low, high], "rewrites": list(ctx.model.rewrites)}
-    return {"weights": {"fp32": "float32", "fp16": "float16"}[precision], "rewrites": list(DEPLOYMENT_REWRITES)}
+    return {"weights": {"fp32": "float32", "fp16": "float16"}[precision], "rewrites": list(ctx.rewrites)}
 
 
 def validate_openvino(ctx: ExportContext, precision: str, path: Path, large: bool = False) -> list[dict]:
