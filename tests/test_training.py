@@ -307,3 +307,36 @@ def test_eval_cli_refuses_options_of_the_other_kind_of_backend(photo_dir, tmp_pa
     assert main([*args, "--backend", "openvino", "--device", "cuda"]) == 2
     assert "--device applies to --backend torch" in capsys.readouterr().err
     assert main(args) == 0  # the same command without them runs
+
+
+def test_a_run_folder_is_locked_while_a_run_uses_it(photo_dir, tmp_path):
+    first = Trainer(_opts(photo_dir, tmp_path / "a", steps=1))
+    with pytest.raises(RuntimeError, match="in use by a live training run"):
+        Trainer(_opts(photo_dir, tmp_path / "a", steps=1))
+    other = subprocess.run(  # another process sees the lock too, and names who holds it
+        [sys.executable, "-c", _LOCK_PROBE, str(tmp_path / "a")], capture_output=True, text=True
+    )
+    assert other.returncode == 1 and f"pid {os.getpid()}" in other.stdout
+    first.fit()
+    assert Trainer(_opts(photo_dir, tmp_path / "a", steps=2, resume=True)).step == 1  # free again
+
+
+_LOCK_PROBE = """
+import sys
+from pathlib import Path
+from baryir.train import RunLock
+try:
+    RunLock(Path(sys.argv[1]))
+except RuntimeError as e:
+    print(e)
+    sys.exit(1)
+"""
+
+
+def test_auto_precision_is_bf16_where_the_cpu_computes_it():
+    from baryir.cpu import cpu_features
+    from baryir.train import resolve_precision
+
+    expected = "bf16" if cpu_features().get("bf16") else "fp32"
+    assert resolve_precision(torch.device("cpu"), "auto") == expected
+    assert resolve_precision(torch.device("cpu"), "fp32") == "fp32"
