@@ -330,6 +330,23 @@ def read_model_file(path: Path) -> tuple[dict[str, torch.Tensor], BaryConfig | N
     raise ModelFileError(f"{path}: unknown model format {path.suffix!r}; use .safetensors, .pth or .pt")
 
 
+def model_config(name_or_path: str | Path = "default") -> BaryConfig:
+    """The config of a model file without building the model: from a safetensors header (or
+    its tensors' shapes, read without their data), or from a ``.pth``'s shapes."""
+    path = resolve_model_path(name_or_path)
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if CONFIG_KEY in meta and meta.get(FORMAT_KEY, "model") == "model":
+                    return BaryConfig.from_dict(json.loads(meta[CONFIG_KEY]))
+                shapes = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+        except (SafetensorError, ValueError, TypeError) as e:
+            raise ModelFileError(f"{path}: not a readable model file ({clip(str(e))})") from None
+        return infer_config(clean_state_dict(shapes))
+    return load_model(path).config
+
+
 def load_model(name_or_path: str | Path = "default", device: str | torch.device = "cpu") -> BaryNet:
     """Load a BaryNet in eval mode from a shipped name, safetensors or a .pth/.pt state dict."""
     path = resolve_model_path(name_or_path)

@@ -46,12 +46,12 @@ def artifact_inside(folder: Path, name: object) -> Path:
 
 def model_dim(artifact: str | Path) -> int:
     """The BaryNet ``dim`` behind a checkpoint or artifact (sizes memory budgets)."""
-    found, path, manifest = _resolve(artifact)
+    _, path, manifest = _resolve(artifact)
     if manifest:
         return int(manifest["model_config"]["dim"])
-    from baryir.checkpoints import load_model
+    from baryir.checkpoints import model_config  # a checkpoint: the PyTorch backend is in use
 
-    return load_model(path).config.dim
+    return model_config(path).dim
 
 
 def load_runner(

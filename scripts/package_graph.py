@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: The nodes of the printed graph: these packages and modules, each with everything below it.
 NODES = (
     "cli", "comparison", "export", "quantize", "runtimes", "train", "evaluate", "data", "checkpoints", "model",
-    "io", "formats", "options", "inference", "losses", "metrics", "safe_unpickle", "signals",
+    "io", "formats", "options", "inference", "losses", "metrics", "safe_unpickle", "signals", "cpu",
 )  # fmt: skip
 
 

@@ -49,10 +49,3 @@ class Potentials(nn.Module):
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         return torch.stack([f(latents) for f in self.potentials], dim=1)
-
-    @staticmethod
-    def published_pool(patch_size: int) -> int:
-        """The grid the published potentials were built for: patch_size / 32."""
-        if patch_size % 32:
-            raise ValueError(f"published potentials need a patch size multiple of 32, got {patch_size}")
-        return patch_size // 32
