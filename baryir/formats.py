@@ -13,6 +13,9 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "restored"
 #: H and W must be multiples of this (three 2x downsamplings); runners pad to it.
 PAD_MULTIPLE = 8
+#: The exact graph rewrites every export and every new INT8 model applies, in order (their code is
+#: in ``baryir.model.rewrites``; the names live here so torch-free code can read them).
+DEPLOYMENT_REWRITES: tuple[str, ...] = ("split_channel_chunks",)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 #: Precisions a runner can be asked for: the export precisions plus bf16 (OpenVINO's inference hint).

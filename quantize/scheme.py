@@ -23,8 +23,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from baryir.formats import needs_extra
-from baryir.model.rewrites import DEPLOYMENT_REWRITES
+from baryir.formats import DEPLOYMENT_REWRITES, needs_extra
 
 #: Regular expressions over NNCF node names (``<module path>/<op>/<call index>``).
 _NORMS = r".*(norm\d|LN)/body/.*"

@@ -83,12 +83,15 @@ def test_ptq_quantizers_are_signed_and_reload_exactly(ptq):
     # ... and the transformer blocks' residual adds in float too: no quantizer on their
     # inputs (a block's output is still quantized where it feeds the next convolution)
     assert not [n for n in names if re.search(r"pre_hooks\..*/\d+/add/\d+__", n)]
-    # ... and the full-resolution gated FFNs after their input projection; project_in keeps
-    # its int8 weights there, and the FFNs of the lower levels stay fully quantized
+    # ... and the full-resolution gated FFNs after their input projection (quantized on the
+    # rewritten graph: gate and value branches, each a 1x1 then a depthwise conv); the 1x1s keep
+    # their int8 weights there, and the FFNs of the lower levels stay fully quantized
+    assert header["int8_scheme"]["rewrites"] == ["split_channel_chunks"]
     level1 = r"(encoder_level1|decoder_level1|refinement)/\d+/ffn/"
-    assert not [n for n in names if re.search(level1 + r"(project_in/conv2d/0__0|dwconv|gelu|mul|project_out)", n)]
-    assert [n for n in names if re.search(level1 + r"project_in/conv2d/0__1", n)]
-    assert [n for n in names if re.search(r"encoder_level2/\d+/ffn/(dwconv|mul|project_out)", n)]
+    after_in = r"((gate|value)/0/conv2d/0__0|(gate|value)/1/|gelu|mul|project_out)"
+    assert not [n for n in names if re.search(level1 + after_in, n)]
+    assert [n for n in names if re.search(level1 + r"(gate|value)/0/conv2d/0__1", n)]
+    assert [n for n in names if re.search(r"encoder_level2/\d+/ffn/((gate|value)/1|mul|project_out)", n)]
 
 
 @pytest.fixture(scope="module")

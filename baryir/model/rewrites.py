@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baryir.formats import DEPLOYMENT_REWRITES
+
 from .barynet import BaryNet
 from .blocks import Attention, FeedForward, l2_normalize_hw_fp32
 
@@ -104,8 +106,9 @@ def split_channel_chunks(model: BaryNet) -> BaryNet:
 
 #: Every rewrite by name (manifests and quantized checkpoints record the names of those applied).
 REWRITES = {"split_channel_chunks": split_channel_chunks}
-#: The rewrites every export and every new INT8 model applies, in order.
-DEPLOYMENT_REWRITES: tuple[str, ...] = ("split_channel_chunks",)
+
+
+__all__ = ["DEPLOYMENT_REWRITES", "REWRITES", "apply_rewrites", "split_channel_chunks"]
 
 
 def apply_rewrites(model: BaryNet, names: tuple[str, ...] | list[str]) -> BaryNet:
