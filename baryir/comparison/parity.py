@@ -3,6 +3,7 @@ with PyTorch FP32 and with the clean targets."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import platform
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from baryir.formats import BY_BACKEND
+from baryir.formats import BY_BACKEND, DEPLOYMENT_REWRITES
 from baryir.runtimes.base import BackendUnavailable
 from baryir.runtimes.compare import compare
 from baryir.runtimes.loader import load_runner
@@ -78,8 +79,10 @@ def artifact_for(model: str, backend: str, precision: str, cache: Path, int8_mod
     from baryir.export.api import export_model, source_checkpoint
 
     source = (int8_model or model) if precision == "int8" else model
-    # Keyed by the checkpoint's content: retrained or re-quantized weights never reuse a stale export.
-    folder = cache / file_sha256(source_checkpoint(source, precision))[:16] / f"{fmt}-{export_precision}"
+    # Keyed by the checkpoint's content and the graph rewrites exports apply: retrained or
+    # re-quantized weights, or a newer export graph, never reuse a stale export.
+    content = file_sha256(source_checkpoint(source, precision)) + ",".join(DEPLOYMENT_REWRITES)
+    folder = cache / hashlib.sha256(content.encode()).hexdigest()[:16] / f"{fmt}-{export_precision}"
     if not (folder / "manifest.json").exists():
         options = {"coreml_io": "tensor"} if fmt == "coreml" else {}  # parity compares float tensors
         export_model(source, fmt, export_precision, folder.parent, validate=False, shapes=((256, 256),), **options)
