@@ -6,6 +6,7 @@ multiple of 8 are padded for the network and cropped back, so the whole image is
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -70,7 +71,8 @@ def synthetic_items(
 
 
 def evaluate(restore: Restore, items: list[EvalItem], with_ssim: bool = True, progress: bool = True) -> list[dict]:
-    """Mean PSNR/SSIM of ``restore`` (and of the raw inputs) per (dataset, task)."""
+    """Mean PSNR/SSIM of ``restore`` (and of the raw inputs) per (dataset, task), the worst
+    image's PSNR and how many images came out worse than they went in."""
     groups: dict[tuple[str, str], list[dict[str, float]]] = {}
     for item in tqdm(items, desc="evaluate", unit="img", disable=not progress):
         out = restore(item.degraded).float().clamp(0, 1)
@@ -84,16 +86,22 @@ def evaluate(restore: Restore, items: list[EvalItem], with_ssim: bool = True, pr
         row: dict = {"dataset": dataset, "task": task, "n": len(scores)}
         for key in scores[0]:
             row[key] = sum(s[key] for s in scores) / len(scores)
+        row["worst_psnr"] = min(s["psnr"] for s in scores)
+        row["made_worse"] = sum(s["psnr"] < s["input_psnr"] for s in scores if math.isfinite(s["input_psnr"]))
         rows.append(row)
     return rows
 
 
 def markdown_table(rows: list[dict]) -> str:
     """Rows of :func:`evaluate` as a Markdown table."""
-    lines = ["| dataset | task | n | PSNR | SSIM | input PSNR | input SSIM |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| dataset | task | n | PSNR | SSIM | input PSNR | input SSIM | worst PSNR | made worse |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['dataset']} | {r['task']} | {r['n']} | {r['psnr']:.2f} | {r.get('ssim', float('nan')):.4f} "
-            f"| {r['input_psnr']:.2f} | {r.get('input_ssim', float('nan')):.4f} |"
+            f"| {r['input_psnr']:.2f} | {r.get('input_ssim', float('nan')):.4f} | {r['worst_psnr']:.2f} "
+            f"| {r['made_worse']} |"
         )
     return "\n".join(lines)
