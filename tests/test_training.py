@@ -295,6 +295,20 @@ def test_eval_cli_on_pairs_and_synthetic(photo_dir, tmp_path, nano_model):
     assert rows["derain"]["n"] == 2 and rows["denoise_25"]["n"] == 4
     for r in data["results"]:
         assert 0 < r["ssim"] <= 1 and r["psnr"] > 5 and r["input_psnr"] > 5
+        assert r["worst_psnr"] <= r["psnr"] and 0 <= r["made_worse"] <= r["n"]
+
+
+def test_eval_counts_the_images_made_worse():
+    from baryir.evaluate import EvalItem, evaluate
+
+    clean = torch.full((3, 16, 16), 0.5)
+    noisy = clean + 0.05 * torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    items = [EvalItem("d", "t", f"{i}", noisy, clean) for i in range(3)] + [EvalItem("d", "c", "x", clean, clean)]
+    worse = {r["task"]: r for r in evaluate(lambda x: x + 0.1, items, with_ssim=False, progress=False)}
+    assert worse["t"]["made_worse"] == 3 and worse["t"]["worst_psnr"] < worse["t"]["input_psnr"]
+    assert worse["c"]["made_worse"] == 0  # a clean pair has no finite input PSNR to fall below
+    better = evaluate(lambda x: clean, items[:3], with_ssim=False, progress=False)[0]
+    assert better["made_worse"] == 0
 
 
 def test_eval_cli_refuses_options_of_the_other_kind_of_backend(photo_dir, tmp_path, nano_model, capsys):
