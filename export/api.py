@@ -16,7 +16,7 @@ from .common import (
     DEFAULT_SHAPES,
     ExportContext,
     atomic_artifact,
-    library_versions,
+    export_versions,
     validate_runner,
     write_golden,
     write_manifest,
@@ -33,7 +33,7 @@ def _onnx(ctx: ExportContext, precision: str, tmp: Path, validate: bool, large: 
     facts = export_onnx(ctx, precision, tmp / "model.onnx")
     if validate:
         facts["validation"] = validate_onnx(ctx, precision, tmp / "model.onnx", large)
-    return {**facts, "libraries": library_versions("onnx", "onnxruntime", "onnxslim")}
+    return {**facts, "libraries": export_versions("onnx", "onnxruntime", "onnxslim")}
 
 
 def _openvino(ctx: ExportContext, precision: str, tmp: Path, validate: bool, large: bool) -> dict:
@@ -47,7 +47,7 @@ def _openvino(ctx: ExportContext, precision: str, tmp: Path, validate: bool, lar
     (tmp / "model-qdq.onnx").unlink(missing_ok=True)
     if validate:
         facts["validation"] = validate_openvino(ctx, precision, tmp / "model.xml", large)
-    return {**facts, "libraries": library_versions("openvino")}
+    return {**facts, "libraries": export_versions("openvino")}
 
 
 def _not_validated_here(reason: str, instead: str) -> dict:
@@ -88,7 +88,7 @@ def _coreml(ctx: ExportContext, precision: str, tmp: Path, validate: bool, large
         out = predict_coreml(tmp / "model.mlpackage", image.numpy())
         facts["validation"] = [{"size": [h, w], **compare(out, reference_output(ctx.model, image).numpy())}]
         facts["prediction_validated"] = True
-    return {**facts, "libraries": library_versions("coremltools")}
+    return {**facts, "libraries": export_versions("coremltools")}
 
 
 def _tensorrt(ctx: ExportContext, precision: str, tmp: Path, validate: bool, large: bool) -> dict:
@@ -132,7 +132,7 @@ def _tensorrt(ctx: ExportContext, precision: str, tmp: Path, validate: bool, lar
             )
         )
     facts["trtexec"] = command
-    return {**facts, "libraries": library_versions("onnx", "onnxruntime", "tensorrt")}
+    return {**facts, "libraries": export_versions("onnx", "onnxruntime", "tensorrt")}
 
 
 _EXPORTERS = {"onnx": _onnx, "openvino": _openvino, "coreml": _coreml, "tensorrt": _tensorrt}

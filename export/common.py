@@ -20,7 +20,7 @@ from baryir.io.atomic import fsync_path
 from baryir.model import BaryNet
 from baryir.model.rewrites import DEPLOYMENT_REWRITES
 from baryir.runtimes.compare import TOLERANCES, compare
-from baryir.runtimes.environment import library_versions as environment_versions
+from baryir.runtimes.environment import library_versions
 
 from .wrapper import reference_output
 
@@ -47,9 +47,10 @@ def golden_input() -> torch.Tensor:
     return read_rgb(GOLDEN_EXAMPLE)[None, :, :128, :160].contiguous()
 
 
-def library_versions(*packages: str) -> dict[str, str]:
-    """Installed versions of torch, numpy and the given distributions (missing ones are left out)."""
-    return environment_versions("torch", "numpy", *packages)
+def export_versions(*packages: str) -> dict[str, str]:
+    """What a manifest records: installed versions of torch, numpy and the given distributions
+    (missing ones are left out)."""
+    return library_versions("torch", "numpy", *packages)
 
 
 @contextmanager

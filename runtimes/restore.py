@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from baryir.io.atomic import TMP_SUFFIX
-from baryir.io.images import FORMATS, IMAGE_SUFFIXES, ImageError, read_image, write_image
+from baryir.io.images import IMAGE_CODECS, IMAGE_SUFFIXES, ImageError, read_image, write_image
 
 from .base import Runner
 from .processing import Tiling, auto_tiling
@@ -122,7 +122,7 @@ def restore_file(
 
     Without ``tiling``, ``auto=(model dim, budget MB)`` tiles images whose activations would
     not fit the budget."""
-    if FORMATS.get(out_path.suffix.lower()) is None:
+    if IMAGE_CODECS.get(out_path.suffix.lower()) is None:
         return RestoreResult(str(path), error=f"cannot write {out_path.suffix!r}; use --format png")
     try:
         picture = read_image(path)

@@ -32,7 +32,7 @@ from .atomic import atomic_write_bytes
 #: Refuse images above this many pixels (decompression bombs); 100 MP covers real photos.
 MAX_PIXELS = 100_000_000
 #: Output suffix -> Pillow format name; the suffixes read as images.
-FORMATS = {
+IMAGE_CODECS = {
     ".png": "PNG",
     ".jpg": "JPEG",
     ".jpeg": "JPEG",
@@ -41,7 +41,7 @@ FORMATS = {
     ".bmp": "BMP",
     ".webp": "WEBP",
 }
-IMAGE_SUFFIXES = tuple(FORMATS)
+IMAGE_SUFFIXES = tuple(IMAGE_CODECS)
 _LOSSLESS_FORMATS = {"PNG", "BMP", "TIFF"}
 _EXIF_FORMATS = {"PNG", "JPEG", "TIFF", "WEBP"}
 _ORIENTATION = 0x0112
@@ -405,7 +405,7 @@ def encode_image(pic: Picture, fmt: str) -> tuple[bytes, list[str]]:
 def write_image(pic: Picture, path: str | Path) -> list[str]:
     """Encode ``pic`` by ``path``'s suffix and write it atomically; returns the conversions made."""
     path = Path(path)
-    fmt = FORMATS.get(path.suffix.lower())
+    fmt = IMAGE_CODECS.get(path.suffix.lower())
     if fmt is None:
         raise ImageError(f"cannot write {path.suffix!r} files; use one of {', '.join(IMAGE_SUFFIXES)}")
     data, notes = encode_image(pic, fmt)
