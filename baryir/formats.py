@@ -4,6 +4,7 @@ and the tensor contract every artifact keeps (torch-free, so the device runtime 
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,15 @@ class Format:
     needs: str  # pip extra that provides the exporter and the runtime
     description: str
     options: dict[str, Any] = field(default_factory=dict)  # export options only this format takes, with defaults
+    runs_on: tuple[str, ...] = ()  # platform.system() values its runtime predicts on (empty: any)
+
+    def cannot_run_here(self) -> str | None:
+        """Why this platform cannot run the format's runtime (conversion may still work), or None."""
+        if self.runs_on and platform.system() not in self.runs_on:
+            names = {"Darwin": "macOS", "Linux": "Linux", "Windows": "Windows"}
+            where = " or ".join(names.get(p, p) for p in self.runs_on)
+            return f"{self.name} prediction needs {where} (conversion works everywhere); this is {platform.system()}"
+        return None
 
 
 FORMATS: dict[str, Format] = {
@@ -71,6 +81,7 @@ FORMATS: dict[str, Format] = {
             "coreml",
             "CoreML mlprogram for iOS 16+, image or tensor I/O, enumerated or range shapes",
             {"coreml_io": "image", "coreml_flexible": "enumerated", "coreml_weights": "float"},
+            runs_on=("Darwin",),
         ),
         Format(
             "openvino",

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import platform
 import time
 from pathlib import Path
 
 from baryir.checkpoints import file_sha256, load_model, resolve_model_path
-from baryir.formats import Format, artifact_bytes, export_options, parse_request
+from baryir.formats import FORMATS, Format, artifact_bytes, export_options, parse_request
 from baryir.io.atomic import refuse_overwriting_inputs
 from baryir.model.rewrites import DEPLOYMENT_REWRITES
 from baryir.runtimes.compare import check_tolerance
@@ -74,9 +73,10 @@ def _coreml(ctx: ExportContext, precision: str, tmp: Path, validate: bool, large
     )
     facts["spec"] = spec_summary(tmp / "model.mlpackage")
     facts["prediction_validated"] = False  # CoreML prediction runs on macOS only
-    if platform.system() != "Darwin":
-        facts.update(_not_validated_here("CoreML prediction needs macOS", "the converted program's spec"))
-    if validate and platform.system() == "Darwin" and facts["io"] == "tensor":
+    reason = FORMATS["coreml"].cannot_run_here()
+    if reason:
+        facts.update(_not_validated_here(reason, "the converted program's spec"))
+    if validate and reason is None and facts["io"] == "tensor":
         from baryir.runtimes.compare import compare
 
         from .common import validation_image

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,8 +53,9 @@ def large_item(item: EvalItem, size: tuple[int, int] = (1032, 776)) -> EvalItem:
 
 def unavailable_reason(backend: str) -> str | None:
     """Why ``backend`` cannot run here (checked before exporting anything for it), or None."""
-    if backend == "coreml" and platform.system() != "Darwin":
-        return "CoreML prediction needs macOS"
+    reason = BY_BACKEND[backend].cannot_run_here() if backend in BY_BACKEND else None
+    if reason:
+        return reason
     if backend == "tensorrt":
         from baryir.export.tensorrt_export import tensorrt_available
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import platform
-
 import numpy as np
 
-from baryir.formats import INPUT_NAME, OUTPUT_NAME, needs_extra
+from baryir.formats import FORMATS, INPUT_NAME, OUTPUT_NAME, needs_extra
 
 from ..base import BackendUnavailable, Runner, RunnerInfo
 
@@ -17,8 +15,9 @@ class CoreMLRunner(Runner):
     """Predict with Core ML. Image-flavour models take and return 8-bit RGB images."""
 
     def __init__(self, path: str, device: str | None = None, precision: str = "fp16", io: str = "image") -> None:
-        if platform.system() != "Darwin":
-            raise BackendUnavailable("CoreML prediction needs macOS (conversion works everywhere)")
+        reason = FORMATS["coreml"].cannot_run_here()
+        if reason:
+            raise BackendUnavailable(reason)
         try:
             import coremltools as ct
         except ImportError as e:
