@@ -250,7 +250,9 @@ def test_ctrl_c_exits_130_without_a_traceback(model_path, tmp_path):
         "--model",
         model_path,
     ]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    # a shell that started this suite in the background hands its children SIGINT ignored: undo that
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.time() + 120
     while not (tmp_path / "out").exists() and time.time() < deadline:
         time.sleep(0.2)
