@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from baryir.formats import BACKEND_NAMES, FORMATS, format_of_file
+from baryir.io.text import clip
 
 from .base import Runner
 from .verify import artifact_folder, check_on_load
@@ -37,7 +38,7 @@ def artifact_inside(folder: Path, name: object) -> Path:
     """The artifact a manifest names, which must lie inside its folder: a plain relative name,
     no ``..``, no link that leads out (the check of the folder is a check of that file)."""
     if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
-        raise ValueError(f"{folder / 'manifest.json'}: its artifact {name!r} is not a file name inside {folder}")
+        raise ValueError(f"{folder / 'manifest.json'}: its artifact {clip(name)} is not a file name inside {folder}")
     target = folder / name
     if not target.resolve().is_relative_to(folder.resolve()):
         raise ValueError(f"{target}: leads out of {folder} (a link); an artifact must lie inside its folder")

@@ -142,9 +142,11 @@ def test_identity_is_the_clean_photo_in_its_own_source(image):
 
 @pytest.mark.parametrize("seed", range(12))
 def test_content_conditions_stay_in_range_and_change_the_photo(seed, image):
-    out = add_content_condition(image, torch.Generator().manual_seed(seed))
-    assert out.shape == image.shape and out.min() >= 0 and out.max() <= 1
-    assert torch.equal(out, add_content_condition(image, torch.Generator().manual_seed(seed)))
+    photo = (image + 0.2 * torch.rand(image.shape, generator=torch.Generator().manual_seed(99))).clamp(0, 1)
+    out = add_content_condition(photo, torch.Generator().manual_seed(seed))
+    assert out.shape == photo.shape and out.min() >= 0 and out.max() <= 1
+    assert (out - photo).abs().mean() > 1e-3  # a condition, not the photo as it was (textured: blur shows)
+    assert torch.equal(out, add_content_condition(photo, torch.Generator().manual_seed(seed)))
 
 
 def test_photoshop_rain_is_sparse_bright_streaks_at_one_angle():
