@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import pickle
 import re
@@ -25,11 +26,13 @@ from torch import nn
 
 from .io.atomic import atomic_write
 from .io.text import clip
-from .model import CONFIGS, UNUSED_PUBLISHED_PREFIXES, BaryConfig, BaryNet, Potentials
+from .model import CONFIGS, UNUSED_PUBLISHED_PREFIXES, BaryConfig, BaryNet, DegradationReadout, Potentials
 from .model.configs import config_from_spec, with_overrides
+from .model.readout import LATENTS, READOUT_VERSION, feature_count, weights_digest
 from .safe_unpickle import safe_torch_load, to_state_dict
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+log = logging.getLogger("baryir")
 
 
 class ModelFileError(ValueError):
@@ -38,6 +41,9 @@ class ModelFileError(ValueError):
 
 FORMAT_KEY = "baryir.format"
 CONFIG_KEY = "baryir.config"
+#: Metadata of the degradation readout stored beside the weights (tensors ``readout.*``).
+READOUT_KEY = "baryir.readout"
+READOUT_PREFIX = "readout."
 
 
 def shipped_models() -> dict[str, Path]:
@@ -67,11 +73,26 @@ def save_model(model: BaryNet, path: str | Path, metadata: dict[str, Any] | None
     meta = {}
     for key, value in (metadata or {}).items():
         meta[f"baryir.{key}"] = value if isinstance(value, str) else json.dumps(value)
-    reserved = sorted({CONFIG_KEY, FORMAT_KEY} & set(meta))
+    reserved = sorted({CONFIG_KEY, FORMAT_KEY, READOUT_KEY} & set(meta))
     if reserved:
         raise ValueError(f"metadata may not set {', '.join(reserved)}: they describe the weights themselves")
     meta[CONFIG_KEY] = json.dumps(model.config.to_dict())
-    return save_tensors(model.state_dict(), path, "model", meta)
+    tensors = model.state_dict()
+    readout = model.readout
+    if readout is not None and readout.fitted_on != weights_digest(tensors):
+        log.warning("%s: the degradation readout was fitted on other weights; saved without it (refit it)", path)
+    elif readout is not None:
+        meta[READOUT_KEY] = json.dumps(
+            {
+                "version": readout.version,
+                "classes": list(readout.classes),
+                "latents": list(readout.latents),
+                "fitted_on": readout.fitted_on,
+                "fit": readout.fit,
+            }
+        )
+        tensors = {**tensors, f"{READOUT_PREFIX}weight": readout.weight, f"{READOUT_PREFIX}bias": readout.bias}
+    return save_tensors(tensors, path, "model", meta)
 
 
 def save_potentials(potentials: Potentials, path: str | Path) -> Path:
@@ -303,8 +324,84 @@ def read_official(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     return to_state_dict(obj, str(path)), None, {}
 
 
+def _split_readout(
+    tensors: dict[str, torch.Tensor], meta: dict[str, str]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """(model tensors, the stored readout's tensors and metadata or None)."""
+    stored = {k.removeprefix(READOUT_PREFIX): v for k, v in tensors.items() if k.startswith(READOUT_PREFIX)}
+    if READOUT_KEY not in meta and not stored:
+        return tensors, None
+    state = {k: v for k, v in tensors.items() if not k.startswith(READOUT_PREFIX)}
+    return state, {"tensors": stored, "meta": meta.get(READOUT_KEY)}
+
+
+#: Bounds on a stored readout (a file is not trusted): class names and their number.
+_MAX_CLASSES = 16
+_CLASS_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+def readout_from_file(stored: dict[str, Any], state: dict[str, torch.Tensor], config: BaryConfig) -> DegradationReadout:
+    """The readout stored beside ``state``, checked: version, classes, shapes, and that it was
+    fitted on exactly these weights. A ValueError says what is wrong and what to do."""
+    try:
+        meta = json.loads(stored["meta"]) if stored["meta"] is not None else None
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise ValueError(f"its {READOUT_KEY} metadata is missing or not a JSON object; refit the readout")
+    if meta.get("version") != READOUT_VERSION:
+        raise ValueError(
+            f"its degradation readout has version {clip(meta.get('version'))}, this baryir reads {READOUT_VERSION}; "
+            "refit it with `baryir fit-readout`"
+        )
+    classes = meta.get("classes")
+    if (
+        not isinstance(classes, list)
+        or not 2 <= len(classes) <= _MAX_CLASSES
+        or not all(isinstance(c, str) and _CLASS_NAME.match(c) for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
+        raise ValueError(f"its readout classes {clip(classes)} are not 2-{_MAX_CLASSES} distinct lower-case names")
+    latents = meta.get("latents")
+    if (
+        not isinstance(latents, list)
+        or not latents
+        or not all(isinstance(n, str) and n in LATENTS for n in latents)
+        or len(set(latents)) != len(latents)
+    ):
+        raise ValueError(f"its readout latents {clip(latents)} are not distinct names from {LATENTS}")
+    weight, bias = stored["tensors"].get("weight"), stored["tensors"].get("bias")
+    features = feature_count(tuple(latents), config.level_widths)
+    if weight is None or bias is None or set(stored["tensors"]) != {"weight", "bias"}:
+        raise ValueError(f"its readout tensors are {sorted(stored['tensors'])}, expected ['bias', 'weight']")
+    if tuple(weight.shape) != (len(classes), features) or tuple(bias.shape) != (len(classes),):
+        raise ValueError(
+            f"its readout weight {clip(list(weight.shape))} / bias {clip(list(bias.shape))} do not fit "
+            f"{len(classes)} classes of {features} features"
+        )
+    if not weight.is_floating_point() or not bias.is_floating_point():
+        raise ValueError("its readout tensors are not floating point")
+    digest = weights_digest(state)
+    if meta.get("fitted_on") != digest:
+        raise ValueError(
+            "its degradation readout was fitted on other weights (the weights changed after fitting); "
+            "refit it with `baryir fit-readout`"
+        )
+    fit = meta.get("fit") if isinstance(meta.get("fit"), dict) else {}
+    return DegradationReadout(
+        weight.float(), bias.float(), digest, tuple(classes), tuple(latents), READOUT_VERSION, fit
+    )
+
+
 def read_model_file(path: Path) -> tuple[dict[str, torch.Tensor], BaryConfig | None]:
-    """(state dict, config from the metadata or None) of a model file; errors name the file."""
+    """(state dict, config from the metadata or None) of a model file; errors name the file.
+    A stored degradation readout is left out (:func:`load_model` reads it)."""
+    state, config, _ = read_model_file_with_readout(path)
+    return state, config
+
+
+def read_model_file_with_readout(path: Path) -> tuple[dict[str, torch.Tensor], BaryConfig | None, dict | None]:
+    """(state dict, config or None, stored readout or None) of a model file; errors name the file."""
     if path.is_dir():
         raise ModelFileError(f"{path}: is a folder, not a model file; give the .safetensors or .pth file inside it")
     try:
@@ -312,17 +409,18 @@ def read_model_file(path: Path) -> tuple[dict[str, torch.Tensor], BaryConfig | N
             tensors, meta = read_safetensors(path)
             if meta.get(FORMAT_KEY, "model") != "model":
                 raise ValueError(f"it holds {meta[FORMAT_KEY]}, not a BaryNet model")
+            tensors, readout = _split_readout(tensors, meta)
             if CONFIG_KEY not in meta:
-                return tensors, None
+                return tensors, None, readout
             try:
                 config_dict = json.loads(meta[CONFIG_KEY])
             except json.JSONDecodeError as e:
                 raise ValueError(f"its {CONFIG_KEY} metadata is not valid JSON ({e})") from None
             if not isinstance(config_dict, dict):
                 raise ValueError(f"its {CONFIG_KEY} metadata is not a JSON object")
-            return tensors, BaryConfig.from_dict(config_dict)
+            return tensors, BaryConfig.from_dict(config_dict), readout
         if path.suffix in (".pth", ".pt", ".ckpt"):
-            return read_official(path)[0], None
+            return read_official(path)[0], None, None
     except SafetensorError as e:
         raise ModelFileError(f"{path}: not a valid safetensors file ({e}); re-download or re-save it") from None
     except (ValueError, TypeError, pickle.UnpicklingError) as e:
@@ -348,11 +446,18 @@ def model_config(name_or_path: str | Path = "default") -> BaryConfig:
 
 
 def load_model(name_or_path: str | Path = "default", device: str | torch.device = "cpu") -> BaryNet:
-    """Load a BaryNet in eval mode from a shipped name, safetensors or a .pth/.pt state dict."""
+    """Load a BaryNet in eval mode from a shipped name, safetensors or a .pth/.pt state dict,
+    with its degradation readout when one is stored and was fitted on these weights (else the
+    reason it was refused is kept in ``model.readout_refused``; restoring is unaffected)."""
     path = resolve_model_path(name_or_path)
-    state, config = read_model_file(path)
+    state, config, stored = read_model_file_with_readout(path)
     try:
         model = model_from_state_dict(state, config)
     except ValueError as e:
         raise ModelFileError(f"{path}: {e}") from None
+    if stored is not None:
+        try:
+            model.readout = readout_from_file(stored, clean_state_dict(state), model.config)
+        except ValueError as e:
+            model.readout_refused = f"{path}: {e}"
     return model.to(device).eval()

@@ -251,6 +251,7 @@ class Trainer:
         if model is None:
             model = load_model(opts.init) if opts.init else build_model(opts.config)
         self.model = model.train().to(self.device)
+        self.model.readout = None  # fitted on the starting weights; training changes them (refit after)
         cfg = self.model.config
         self.pots = Potentials(len(self.data.sources), cfg.level_widths[3], cfg.potential_pool).to(self.device)
         self.lambdas = self.data.lambdas.to(self.device)

@@ -1,4 +1,4 @@
-"""Commands about a model itself: ``info``, ``convert-official`` and ``demo``."""
+"""Commands about a model itself: ``info``, ``convert-official``, ``fit-readout`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import size
+from .common import positive, size
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -64,6 +64,37 @@ def cmd_convert_official(args: argparse.Namespace) -> int:
             print(f"error: {args.checkpoint} holds no potentials ('Pots')", file=sys.stderr)
             return 2
         print(f"wrote {save_potentials(potentials_from_state_dict(pots_state), args.potentials)}")
+    return 0
+
+
+def cmd_fit_readout(args: argparse.Namespace) -> int:
+    from ..analysis import fit_readout
+    from ..checkpoints import (
+        CONFIG_KEY,
+        FORMAT_KEY,
+        READOUT_KEY,
+        load_model,
+        read_safetensors,
+        resolve_model_path,
+        save_model,
+    )
+    from ..io.atomic import refuse_overwriting_inputs
+
+    source = resolve_model_path(args.model)
+    refuse_overwriting_inputs([source, *args.data], [args.output])
+    model = load_model(source)
+    readout = fit_readout(model, args.data, args.per_task, args.crop, args.seed, progress=not args.no_progress)
+    model.readout = readout
+    kept = {}  # the source's own provenance (training run, steps, ...) stays with the weights
+    if source.suffix == ".safetensors":
+        for key, value in read_safetensors(source)[1].items():
+            if key.startswith("baryir.") and key not in (CONFIG_KEY, FORMAT_KEY, READOUT_KEY):
+                kept[key.removeprefix("baryir.")] = value
+    out = save_model(model, args.output, {**kept, "readout_source": source.name})
+    print(
+        f"wrote {out}: readout on {'+'.join(readout.latents)}, {readout.fit['samples']} crops, "
+        f"accuracy on them {readout.fit['fit_accuracy']:.3f} (measure held-out accuracy: docs/model.md)"
+    )
     return 0
 
 
@@ -128,6 +159,26 @@ def _add_convert_official(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_convert_official)
 
 
+def _add_fit_readout(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fit-readout",
+        help="fit the degradation readout (for analyze and restore --skip-clean) on a trained model",
+        description="Freeze MODEL, degrade random crops of the clean photos in DATA (clean, noise, rain, haze; "
+        "the fitting generators of baryir.analysis.FIT_TASKS), pool the encoder's features at 1/2 and 1/4 "
+        "resolution and fit a linear readout (docs/model.md: why those features). "
+        "Writes a copy of the model with the readout stored beside the weights (tied to them by their digest: "
+        "changing the weights later drops it). Never writes over MODEL.",
+    )
+    p.add_argument("--model", default="default", help="shipped name or weights file (default: default)")
+    p.add_argument("--data", nargs="+", required=True, help="folders of clean photos (training photos, not test sets)")
+    p.add_argument("-o", "--output", required=True, help="the new .safetensors model file")
+    p.add_argument("--per-task", type=positive(int), default=200, help="crops per fitting task (default 200)")
+    p.add_argument("--crop", type=positive(int), default=320, help="largest crop side; crops are 128 px to it (320)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_fit_readout)
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
@@ -149,4 +200,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     """This group's subcommands."""
     _add_info(sub)
     _add_convert_official(sub)
+    _add_fit_readout(sub)
     _add_demo(sub)

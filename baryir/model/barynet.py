@@ -12,6 +12,7 @@ from torch import nn
 
 from .blocks import Downsample, LayerNorm, OverlapPatchEmbed, TransformerBlock, Upsample, transformer_stack
 from .configs import BaryConfig
+from .readout import DegradationReadout
 
 #: Published parameters that exist in the checkpoints but not in this model (never used).
 UNUSED_PUBLISHED_PREFIXES = (
@@ -40,6 +41,10 @@ class BaryNet(nn.Module):
 
     #: The deployment rewrites (:mod:`.rewrites`) this instance has been through.
     rewrites: tuple[str, ...] = ()
+    #: The degradation readout fitted on these weights, if any (kept out of the state dict).
+    readout: DegradationReadout | None = None
+    #: Why a readout stored with the weights was not loaded (fitted on other weights, ...).
+    readout_refused: str | None = None
 
     def __init__(self, config: BaryConfig | None = None) -> None:
         super().__init__()
@@ -99,12 +104,37 @@ class BaryNet(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Encoder skips, the source latent and its barycenter image (both LayerNormed)."""
-        enc1 = self.encoder_level1(self.patch_embed(x))
-        enc2 = self.encoder_level2(self.down1_2(enc1))
-        enc3 = self.encoder_level3(self.down2_3(enc2))
+        enc1, enc2, enc3 = self.encode_skips(x)
         source = self.LN(self.latent(self.down3_4(enc3)))
         bary = self.LN(self.barylatent(source))
         return [enc1, enc2, enc3], source, bary
+
+    def encode_skips(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The encoder's outputs at full, 1/2 and 1/4 resolution."""
+        enc1 = self.encoder_level1(self.patch_embed(x))
+        enc2 = self.encoder_level2(self.down1_2(enc1))
+        return enc1, enc2, self.encoder_level3(self.down2_3(enc2))
+
+    def latents(self, x: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """The named latents of ``x`` (:data:`.readout.LATENTS`), running only as much of the
+        encoder as they need (the skips alone stop before the 1/8 latent)."""
+        if set(names) <= {"enc1", "enc2", "enc3"}:
+            return dict(zip(("enc1", "enc2", "enc3"), self.encode_skips(x)))
+        skips, source, bary = self.encode(x)
+        return named_latents(skips, source, bary, source - bary)
+
+    def fitted_readout(self) -> DegradationReadout:
+        """The readout, or a ValueError saying why there is none (never fitted, or refused)."""
+        if self.readout is None:
+            raise ValueError(
+                self.readout_refused or "this model has no degradation readout; fit one with `baryir fit-readout`"
+            )
+        return self.readout
+
+    def analyze(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, classes) degradation probabilities of ``x`` from the encoder and the readout."""
+        readout = self.fitted_readout()
+        return readout(self.latents(x, readout.latents))
 
     def decode(self, skips: list[torch.Tensor], bary: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """Two-stream decoder: the residual stream joins each skip as ``skip + 0.8 * r``."""
@@ -124,10 +154,29 @@ class BaryNet(nn.Module):
         dec = self.decoder_level1(torch.cat([self.up2_1(dec), enc1 + RESIDUAL_JOIN * r], 1))
         return self.output(self.refinement(dec))
 
-    def forward(self, x: torch.Tensor, return_latents: bool | None = None) -> torch.Tensor | BaryOutputs:
+    def _restore(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The restored image and every named latent of the one pass that made it."""
         skips, source, bary = self.encode(x)
         residual = source - bary
         restored = self.decode(skips, bary, residual) + x
+        return restored, named_latents(skips, source, bary, residual)
+
+    def restore_and_analyze(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The restored image and the degradation probabilities from one encoder pass."""
+        readout = self.fitted_readout()
+        restored, latents = self._restore(x)
+        return restored, readout(latents)
+
+    def forward(self, x: torch.Tensor, return_latents: bool | None = None) -> torch.Tensor | BaryOutputs:
+        restored, latents = self._restore(x)
         if self.training if return_latents is None else return_latents:
-            return restored, source, bary, residual
+            return restored, latents["source"], latents["bary"], latents["residual"]
         return restored
+
+
+def named_latents(
+    skips: list[torch.Tensor], source: torch.Tensor, bary: torch.Tensor, residual: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The encoder's latents by name (:data:`.readout.LATENTS`)."""
+    enc1, enc2, enc3 = skips
+    return {"enc1": enc1, "enc2": enc2, "enc3": enc3, "source": source, "bary": bary, "residual": residual}
