@@ -12,6 +12,9 @@ from typing import Any
 #: Every artifact's input and output tensor: (N, 3, H, W) RGB float32 in [0, 1].
 INPUT_NAME = "image"
 OUTPUT_NAME = "restored"
+#: The second output of artifacts whose model has a degradation readout: (N, classes)
+#: probabilities, the class names in the manifest's ``outputs``.
+DEGRADATION_NAME = "degradation"
 #: H and W must be multiples of this (three 2x downsamplings); runners pad to it.
 PAD_MULTIPLE = 8
 #: The exact graph rewrites every export and every new INT8 model applies, in order (their code is

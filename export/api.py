@@ -29,9 +29,9 @@ class ExportValidationError(RuntimeError):
 def _onnx(ctx: ExportContext, precision: str, tmp: Path, validate: bool, large: bool) -> dict:
     from .onnx_export import export_onnx, validate_onnx
 
-    facts = export_onnx(ctx, precision, tmp / "model.onnx")
+    facts = export_onnx(ctx, precision, tmp / "model.onnx", analysis=tmp / "analyze.onnx")
     if validate:
-        facts["validation"] = validate_onnx(ctx, precision, tmp / "model.onnx", large)
+        facts["validation"] = validate_onnx(ctx, precision, tmp / "model.onnx", large, tmp / "analyze.onnx")
     return {**facts, "libraries": export_versions("onnx", "onnxruntime", "onnxslim")}
 
 

@@ -15,14 +15,14 @@ import numpy as np
 import torch
 
 from baryir.data.images import EXAMPLES_DIR, read_rgb
-from baryir.formats import INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE
+from baryir.formats import DEGRADATION_NAME, INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE
 from baryir.io.atomic import fsync_path
 from baryir.model import BaryNet
 from baryir.model.rewrites import DEPLOYMENT_REWRITES
-from baryir.runtimes.compare import TOLERANCES, compare
+from baryir.runtimes.compare import TOLERANCES, compare, compare_degradation
 from baryir.runtimes.environment import library_versions
 
-from .wrapper import reference_output
+from .wrapper import reference_outputs
 
 #: Camera / preview resolutions (H, W) used as enumerated shapes and TensorRT profile points.
 DEFAULT_SHAPES: tuple[tuple[int, int], ...] = ((256, 256), (480, 640), (720, 1280), (1080, 1920))
@@ -76,24 +76,32 @@ def atomic_artifact(folder: Path) -> Iterator[Path]:
 
 
 def write_golden(folder: Path, model: BaryNet, image: torch.Tensor | None = None) -> dict:
-    """Save ``golden.npz`` (input and the PyTorch FP32 output) for on-device validation."""
+    """Save ``golden.npz`` (input and the PyTorch FP32 outputs: the restored image, and the
+    degradation probabilities where the model has a readout) for on-device validation."""
     image = golden_input() if image is None else image
-    out = reference_output(model, image)
-    np.savez_compressed(folder / "golden.npz", input=image.numpy(), output=out.numpy())
-    return {"file": "golden.npz", "input_shape": list(image.shape)}
+    restored, degradation = reference_outputs(model, image)
+    arrays = {"input": image.numpy(), "output": restored.numpy()}
+    if degradation is not None:
+        arrays["degradation"] = degradation.numpy()
+    np.savez_compressed(folder / "golden.npz", **arrays)
+    return {"file": "golden.npz", "input_shape": list(image.shape), "outputs": sorted(arrays)[1:]}
 
 
 def write_manifest(
     folder: Path, ctx: ExportContext, fmt: str, precision: str, artifact: str, libraries: dict[str, str], **extra
 ) -> dict:
     """Write ``manifest.json`` describing the artifact and how to feed it."""
+    outputs = [{"name": OUTPUT_NAME, "layout": "NCHW", "color": "RGB", "range": [0.0, 1.0], "dtype": "float32"}]
+    readout = ctx.model.readout
+    if readout is not None:
+        outputs.append(degradation_output(readout.classes, readout.latents))
     manifest = {
         "format": fmt,
         "precision": precision,
         "artifact": artifact,
         "model_config": ctx.model.config.to_dict(),
         "inputs": [{"name": INPUT_NAME, "layout": "NCHW", "color": "RGB", "range": [0.0, 1.0], "dtype": "float32"}],
-        "outputs": [{"name": OUTPUT_NAME, "layout": "NCHW", "color": "RGB", "range": [0.0, 1.0], "dtype": "float32"}],
+        "outputs": outputs,
         "pad_multiple": PAD_MULTIPLE,
         "shapes": [list(s) for s in ctx.shapes],
         "source": {"checkpoint": ctx.source, "sha256": ctx.source_sha256},
@@ -106,6 +114,18 @@ def write_manifest(
     return manifest
 
 
+def degradation_output(classes: tuple[str, ...], latents: tuple[str, ...]) -> dict:
+    """The manifest's entry for the second output: probabilities of the readout's classes."""
+    return {
+        "name": DEGRADATION_NAME,
+        "layout": "NC",
+        "classes": list(classes),
+        "range": [0.0, 1.0],
+        "dtype": "float32",
+        "from": f"degradation readout on the encoder's {', '.join(latents)} (no decoder)",
+    }
+
+
 def validation_sizes(large: bool) -> list[tuple[int, int]]:
     """Sizes (H, W) every artifact is checked at: square, landscape, portrait, and >= 1024 px."""
     sizes = [(64, 64), (96, 160), (200, 128), (128, 1024)]
@@ -113,12 +133,16 @@ def validation_sizes(large: bool) -> list[tuple[int, int]]:
 
 
 def validate_runner(ctx: ExportContext, runner, sizes: list[tuple[int, int]]) -> list[dict]:
-    """Rows of ``runner``'s outputs against the PyTorch reference at ``sizes`` (the comparator)."""
+    """Rows of ``runner``'s outputs against the PyTorch reference at ``sizes`` (the comparator);
+    with a readout, each row also holds the largest difference of the degradation output."""
     rows = []
     for h, w in sizes:
         image = validation_image(h, w)
-        out = runner.run(image.numpy())
-        rows.append({"size": [h, w], **compare(out, reference_output(ctx.model, image).numpy())})
+        restored, degradation = reference_outputs(ctx.model, image)
+        row = {"size": [h, w], **compare(runner.run(image.numpy()), restored.numpy())}
+        if degradation is not None:
+            row.update(compare_degradation(runner.run_degradation(image.numpy()), degradation.numpy()))
+        rows.append(row)
     return rows
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from baryir.formats import INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE, needs_extra
+from baryir.formats import DEGRADATION_NAME, INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE, needs_extra
 
 from .common import ExportContext
 from .wrapper import DeploymentModel
@@ -84,6 +84,8 @@ def export_coreml(
     else:
         inputs = [ct.TensorType(name=INPUT_NAME, shape=shape, dtype=np.float32)]
         outputs = [ct.TensorType(name=OUTPUT_NAME, dtype=np.float32)]
+    if wrapper.analyzes:
+        outputs.append(ct.TensorType(name=DEGRADATION_NAME, dtype=np.float32))
     compute = ct.transform.FP16ComputePrecision(op_selector=keep_fp32) if precision == "fp16" else ct.precision.FLOAT32
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -1,4 +1,5 @@
-"""ONNX export: opset 17, one input ``image``, one output ``restored``, dynamic N/H/W.
+"""ONNX export: opset 17, one input ``image``, the output ``restored`` (and ``degradation``
+when the model has a readout), dynamic N/H/W.
 
 FP16 graphs are traced from a half copy of the network, so the float32 islands written in
 the model code (LayerNorm statistics, MDTA's L2 normalisation over H x W) appear as explicit
@@ -15,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from baryir.formats import INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE, needs_extra
+from baryir.formats import DEGRADATION_NAME, INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE, needs_extra
 
-from .common import ExportContext, validate_runner, validation_sizes
-from .wrapper import DeploymentModel
+from .common import ExportContext, validate_runner, validation_image, validation_sizes
+from .wrapper import AnalysisModel, DeploymentModel, reference_outputs
 
 OPSET = 17
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "int8": torch.float32}
@@ -34,9 +35,11 @@ def _require():
     return onnx, onnxruntime, onnxslim
 
 
-def export_onnx(ctx: ExportContext, precision: str, path: Path) -> dict:
-    """Trace, simplify, check and save the deployment graph; returns facts for the manifest."""
-    onnx, _, onnxslim = _require()
+def export_onnx(ctx: ExportContext, precision: str, path: Path, analysis: Path | None = None) -> dict:
+    """Trace, simplify, check and save the deployment graph; returns facts for the manifest.
+    With ``analysis`` and a model with a readout, also the encoder-only graph that computes
+    ``degradation`` alone (ONNX Runtime runs every node of a graph whatever outputs are asked)."""
+    _require()
     if precision not in _DTYPES:
         raise ValueError(f"ONNX precision must be one of {sorted(_DTYPES)}, not {precision!r}")
     if precision == "int8":
@@ -48,21 +51,38 @@ def export_onnx(ctx: ExportContext, precision: str, path: Path) -> dict:
     # an INT8 model was rewritten before it was quantized (its quantizers sit on that graph)
     rewrites = () if precision == "int8" else ctx.rewrites
     wrapper = DeploymentModel(ctx.model, compute_dtype=_DTYPES[precision], rewrites=rewrites)
-    example = torch.rand(1, 3, 64, 64)
     dynamic = {0: "batch", 2: "height", 3: "width"}
-    with warnings.catch_warnings(), export_mode:
+    outputs = [OUTPUT_NAME, DEGRADATION_NAME] if wrapper.analyzes else [OUTPUT_NAME]
+    axes = {INPUT_NAME: dynamic, OUTPUT_NAME: dynamic, DEGRADATION_NAME: {0: "batch"}}
+    with export_mode:
+        _trace(wrapper, path, outputs, axes)
+    facts = {"opset": OPSET, "nodes": _finish(ctx, precision, path), "rewrites": list(wrapper.model.rewrites)}
+    if analysis is not None and wrapper.analyzes:
+        _trace(AnalysisModel(wrapper), analysis, [DEGRADATION_NAME], axes)
+        facts["analysis_artifact"] = analysis.name
+        facts["analysis_nodes"] = _finish(ctx, precision, analysis)
+    return facts
+
+
+def _trace(module: torch.nn.Module, path: Path, outputs: list[str], axes: dict) -> None:
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
         torch.onnx.export(
-            wrapper,
-            (example,),
+            module,
+            (torch.rand(1, 3, 64, 64),),
             str(path),
             dynamo=False,
             opset_version=OPSET,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: dynamic, OUTPUT_NAME: dynamic},
+            output_names=outputs,
+            dynamic_axes={name: axes[name] for name in (INPUT_NAME, *outputs)},
             do_constant_folding=True,
         )
+
+
+def _finish(ctx: ExportContext, precision: str, path: Path) -> int:
+    """Fold, simplify, check and label a traced graph in place; its node count."""
+    onnx, _, onnxslim = _require()
     graph = onnx.load(str(path))
     if precision == "int8":
         from baryir.quantize.onnx_qdq import fold_weight_quantizers
@@ -82,12 +102,25 @@ def export_onnx(ctx: ExportContext, precision: str, path: Path) -> dict:
     for key, value in meta.items():
         graph.metadata_props.add(key=key, value=value)
     onnx.save(graph, str(path))
-    return {"opset": OPSET, "nodes": len(graph.graph.node), "rewrites": list(wrapper.model.rewrites)}
+    return len(graph.graph.node)
 
 
-def validate_onnx(ctx: ExportContext, precision: str, path: Path, large: bool = False) -> list[dict]:
-    """Compare ONNX Runtime (CPU) with PyTorch FP32 at several sizes; one row per size."""
+def validate_onnx(
+    ctx: ExportContext, precision: str, path: Path, large: bool = False, analysis: Path | None = None
+) -> list[dict]:
+    """Compare ONNX Runtime (CPU) with PyTorch FP32 at several sizes; one row per size. With an
+    ``analysis`` graph, a row's ``degradation_max_abs`` is the larger of the two graphs'."""
     from baryir.runtimes.backends.onnxruntime_runner import OnnxRuntimeRunner
+    from baryir.runtimes.compare import compare_degradation
 
+    sizes = validation_sizes(large)
     with OnnxRuntimeRunner(str(path), "cpu", precision) as runner:
-        return validate_runner(ctx, runner, validation_sizes(large))
+        rows = validate_runner(ctx, runner, sizes)
+    if analysis is not None and analysis.exists():
+        with OnnxRuntimeRunner(str(path), "cpu", precision, analysis=str(analysis)) as runner:
+            for row, (h, w) in zip(rows, sizes):
+                image = validation_image(h, w)
+                ours = runner.run_degradation(image.numpy())
+                found = compare_degradation(ours, reference_outputs(ctx.model, image)[1].numpy())
+                row["degradation_max_abs"] = max(row.get("degradation_max_abs", 0.0), found["degradation_max_abs"])
+    return rows

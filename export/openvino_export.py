@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from baryir.formats import INPUT_NAME, OUTPUT_NAME, needs_extra
-from baryir.runtimes.compare import compare
+from baryir.formats import DEGRADATION_NAME, INPUT_NAME, OUTPUT_NAME, needs_extra
+from baryir.runtimes.compare import compare, compare_degradation
 
 from .common import ExportContext, validation_image, validation_sizes
-from .wrapper import DeploymentModel, reference_output
+from .wrapper import DeploymentModel, reference_outputs
 
 
 def _require():
@@ -60,6 +60,8 @@ def export_openvino(ctx: ExportContext, precision: str, path: Path) -> dict:
             )
     model.inputs[0].get_tensor().set_names({INPUT_NAME})
     model.outputs[0].get_tensor().set_names({OUTPUT_NAME})
+    if len(model.outputs) > 1:
+        model.outputs[1].get_tensor().set_names({DEGRADATION_NAME})
     ov.save_model(model, str(path), compress_to_fp16=precision == "fp16")
     if precision == "int8":
         low, high = CPU_WEIGHT_LEVELS
@@ -88,8 +90,12 @@ def validate_openvino(ctx: ExportContext, precision: str, path: Path, large: boo
     for h, w in validation_sizes(large):
         image = validation_image(h, w)
         shape = tuple(image.shape) if precision == "int8" else None  # dynamic shapes: wrong INT8 on CPU
-        ref = reference_output(ctx.model, image).numpy()
-        row = {"size": [h, w], **compare(np.asarray(compiled("f32", shape)(image.numpy())[0]), ref)}
+        restored, degradation = reference_outputs(ctx.model, image)
+        ref = restored.numpy()
+        outputs = compiled("f32", shape)(image.numpy())
+        row = {"size": [h, w], **compare(np.asarray(outputs[0]), ref)}
+        if degradation is not None:
+            row.update(compare_degradation(np.asarray(outputs[DEGRADATION_NAME]), degradation.numpy()))
         try:  # the contrast row; a plugin whose default kernels are missing here (a capped ISA) says so
             default = compiled(None, shape)
             default_precision = default.get_property("INFERENCE_PRECISION_HINT").get_type_name()

@@ -1,7 +1,9 @@
 """The deployment graph every exporter traces: image in, restored image out.
 
 ``image``: (N, 3, H, W) RGB in [0, 1], H and W multiples of 8 (runners pad). ``restored``:
-the same layout, clamped to [0, 1] (or scaled to [0, 255] for CoreML image outputs).
+the same layout, clamped to [0, 1] (or scaled to [0, 255] for CoreML image outputs). A model
+with a degradation readout has a second output, ``degradation``: (N, classes) probabilities
+from the same encoder pass (FP32 statistics whatever the compute precision).
 """
 
 from __future__ import annotations
@@ -36,15 +38,45 @@ class DeploymentModel(nn.Module):
         self.output_scale = output_scale
         self.compute_dtype = compute_dtype
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    @property
+    def analyzes(self) -> bool:
+        """Whether the graph has the second output, ``degradation``."""
+        return self.model.readout is not None
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         x = image.to(self.compute_dtype) if self.compute_dtype != torch.float32 else image
-        restored = self.model(x, return_latents=False).clamp(0, 1)
+        if self.analyzes:
+            restored, degradation = self.model.restore_and_analyze(x)
+        else:
+            restored = self.model(x, return_latents=False)
+        restored = restored.clamp(0, 1)
         if self.compute_dtype != torch.float32:
             restored = restored.float()
-        return restored * self.output_scale if self.output_scale != 1.0 else restored
+        if self.output_scale != 1.0:
+            restored = restored * self.output_scale
+        return (restored, degradation) if self.analyzes else restored
+
+
+class AnalysisModel(nn.Module):
+    """A deployment model's encoder, only as far as its readout reads, and the readout: image in,
+    ``degradation`` out (what ``analyze`` runs where a runtime cannot skip the decoder)."""
+
+    def __init__(self, deployment: DeploymentModel) -> None:
+        super().__init__()
+        self.model, self.compute_dtype = deployment.model, deployment.compute_dtype
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.to(self.compute_dtype) if self.compute_dtype != torch.float32 else image
+        return self.model.analyze(x)
 
 
 @torch.no_grad()
+def reference_outputs(model: BaryNet, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The PyTorch FP32 outputs every artifact is validated against: (restored, degradation or None)."""
+    out = DeploymentModel(model)(image.float())
+    return (out[0], out[1]) if isinstance(out, tuple) else (out, None)
+
+
 def reference_output(model: BaryNet, image: torch.Tensor) -> torch.Tensor:
-    """The PyTorch FP32 output every artifact is validated against."""
-    return DeploymentModel(model)(image.float())
+    """The PyTorch FP32 restored image every artifact is validated against."""
+    return reference_outputs(model, image)[0]

@@ -9,7 +9,7 @@ import numpy as np
 
 from baryir.io.images import from_float, to_float
 
-from .processing import Tiling, run_padded, run_tiled
+from .processing import Tiling, pad_to_multiple, run_padded, run_tiled, tile_starts
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,54 @@ class Runner(ABC):
     """
 
     info: RunnerInfo
+    #: The classes of the artifact's ``degradation`` output, in order (empty: it has none).
+    degradation_classes: tuple[str, ...] = ()
+    #: Why the model has no degradation output, where that is known (a refused readout).
+    degradation_note: str | None = None
 
     @abstractmethod
     def run(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) float32 in [0, 1] -> restored, same shape; H, W multiples of 8."""
+
+    def run_degradation(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) float32 in [0, 1] -> (N, classes) degradation probabilities; H, W
+        multiples of 8. Backends whose artifacts can carry the second output implement it."""
+        raise NotImplementedError(f"{self.info.backend} runners do not read a degradation output")
+
+    def require_degradation(self) -> None:
+        """Raise the one-line reason (naming the model and the fix) if there is no degradation output."""
+        if not self.degradation_classes:
+            raise ValueError(
+                self.degradation_note
+                or f"{self.info.artifact}: has no degradation output; use a model with a readout "
+                "(the shipped default has one; `baryir fit-readout` fits one) and export it again"
+            )
+
+    def analyze(self, image: np.ndarray, tiling: Tiling | None = None) -> dict[str, float]:
+        """What the model reads in an (H, W, 3) image: {class: probability}. With ``tiling``
+        the tiles' probabilities are averaged, weighted by their area."""
+        self.require_degradation()
+        x, _ = to_float(image)
+        x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+        h, w = x.shape[-2:]
+        if tiling is None or (h <= tiling.tile and w <= tiling.tile):
+            probs = self.run_degradation(np.ascontiguousarray(pad_to_multiple(x)))[0]
+        else:
+            t = tiling.tile
+            tiles = [(y, xx) for y in tile_starts(h, t, tiling.overlap) for xx in tile_starts(w, t, tiling.overlap)]
+            area = np.array([min(t, h - y) * min(t, w - xx) for y, xx in tiles], dtype=np.float64)
+            rows = [
+                self.run_degradation(np.ascontiguousarray(pad_to_multiple(x[:, :, y : y + t, xx : xx + t])))[0]
+                for y, xx in tiles
+            ]
+            probs = (np.asarray(rows, dtype=np.float64) * area[:, None]).sum(0) / area.sum()
+        if probs.shape != (len(self.degradation_classes),) or not np.isfinite(probs).all():
+            raise ValueError(
+                f"{self.info.artifact}: its degradation output {list(probs.shape)} is not "
+                f"{len(self.degradation_classes)} finite probabilities (one per class its manifest names); "
+                "export it again"
+            )
+        return {c: float(p) for c, p in zip(self.degradation_classes, probs)}
 
     def restore(self, image: np.ndarray, tiling: Tiling | None = None, batch: int = 1) -> np.ndarray:
         """Restore an (H, W, 3) uint8/uint16/float image of any size; same dtype out."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from baryir.formats import BACKEND_NAMES, FORMATS, format_of_file
+from baryir.formats import BACKEND_NAMES, DEGRADATION_NAME, FORMATS, format_of_file
 from baryir.io.text import clip
 
 from .base import Runner
@@ -79,6 +79,9 @@ def load_runner(
         raise ValueError(f"{artifact} was exported as {built}; re-export it for {precision}")
     folder = artifact_folder(path) if verify and found != "torch" else None  # refused before loading
     runner = _open(found, path, device, precision, manifest)
+    classes = degradation_classes(manifest)
+    if classes and DEGRADATION_NAME in getattr(runner, "output_names", ()):
+        runner.degradation_classes = classes
     if folder is not None:
         try:
             check_on_load(runner, folder)
@@ -86,6 +89,34 @@ def load_runner(
             runner.close()
             raise
     return runner
+
+
+#: Bounds on the class names a manifest may give the degradation output (a file is not trusted).
+_MAX_CLASSES, _MAX_NAME = 16, 32
+
+
+def degradation_classes(manifest: dict) -> tuple[str, ...]:
+    """The class names of the manifest's ``degradation`` output; () if it names none. Names that
+    are not short strings, or too many of them, are an error naming the manifest's fix."""
+    outputs = manifest.get("outputs") if isinstance(manifest, dict) else None
+    entry = (
+        next(
+            (o for o in outputs or () if isinstance(o, dict) and o.get("name") == DEGRADATION_NAME),
+            None,
+        )
+        if isinstance(outputs, list)
+        else None
+    )
+    if entry is None:
+        return ()
+    classes = entry.get("classes")
+    if (
+        not isinstance(classes, list)
+        or not 2 <= len(classes) <= _MAX_CLASSES
+        or not all(isinstance(c, str) and 0 < len(c) <= _MAX_NAME for c in classes)
+    ):
+        raise ValueError(f"manifest.json: its degradation classes {clip(classes)} are not 2-16 short names; re-export")
+    return tuple(classes)
 
 
 def _open(backend: str, path: Path | str, device: str | None, precision: str | None, manifest: dict) -> Runner:
@@ -97,7 +128,9 @@ def _open(backend: str, path: Path | str, device: str | None, precision: str | N
     if backend == "onnxruntime":
         from .backends.onnxruntime_runner import OnnxRuntimeRunner
 
-        return OnnxRuntimeRunner(str(path), device, built or precision or "fp32")
+        analysis = manifest.get("analysis_artifact")
+        analysis = str(artifact_inside(Path(path).parent, analysis)) if analysis is not None else None
+        return OnnxRuntimeRunner(str(path), device, built or precision or "fp32", analysis=analysis)
     if backend == "openvino":
         from .backends.openvino_runner import OpenVINORunner
 

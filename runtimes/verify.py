@@ -22,7 +22,7 @@ from baryir.formats import BY_BACKEND
 from baryir.io.atomic import atomic_write
 
 from .base import Runner
-from .compare import TOLERANCES, check_tolerance, compare, tolerance_for
+from .compare import TOLERANCES, check_tolerance, compare, compare_degradation, tolerance_for
 from .environment import describe_cpu, int8_saturates, library_versions
 
 
@@ -62,12 +62,24 @@ def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], n
     return shape, dtype
 
 
-def read_golden(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(input, output) of a ``golden.npz``, its shapes and types checked before they are read:
-    float arrays of one (1, 3, H, W) shape, H x W at most :data:`MAX_GOLDEN_PIXELS`."""
+#: The most classes a golden degradation output may hold.
+MAX_GOLDEN_CLASSES = 16
+
+
+def read_golden(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(input, output, degradation or None) of a ``golden.npz``, shapes and types checked before
+    they are read: float arrays of one (1, 3, H, W) shape, H x W at most
+    :data:`MAX_GOLDEN_PIXELS`, and (1, classes) probabilities where the model has a readout."""
     try:
         with zipfile.ZipFile(path) as archive:
             headers = {name: _npy_header(archive, f"{name}.npy") for name in ("input", "output")}
+            has_degradation = "degradation.npy" in archive.namelist()
+            if has_degradation:
+                deg_shape, deg_dtype = _npy_header(archive, "degradation.npy")
+                if len(deg_shape) != 2 or deg_shape[0] != 1 or not 2 <= deg_shape[1] <= MAX_GOLDEN_CLASSES:
+                    raise ValueError(f"its degradation array is {deg_shape}, not (1, classes)")
+                if deg_dtype.kind != "f":
+                    raise ValueError("its degradation array is not float")
     except (zipfile.BadZipFile, ValueError, OSError) as e:
         raise ArtifactCheckError(f"{path}: not a readable golden file ({e}); re-export the artifact") from None
     (shape, dtype), (out_shape, out_dtype) = headers["input"], headers["output"]
@@ -85,7 +97,8 @@ def read_golden(path: Path) -> tuple[np.ndarray, np.ndarray]:
         )
     try:
         with np.load(path, allow_pickle=False) as golden:
-            return golden["input"].astype(np.float32), golden["output"]
+            degradation = golden["degradation"] if has_degradation else None
+            return golden["input"].astype(np.float32), golden["output"], degradation
     except (ValueError, OSError, zipfile.BadZipFile) as e:
         raise ArtifactCheckError(f"{path}: not a readable golden file ({e}); re-export the artifact") from None
 
@@ -96,8 +109,11 @@ def verify_runner(runner: Runner, folder: str | Path) -> dict:
     manifest = json.loads((folder / "manifest.json").read_text())
     if not isinstance(manifest, dict):
         raise ArtifactCheckError(f"{folder / 'manifest.json'}: not a baryir manifest; re-export the artifact")
-    image, reference = read_golden(folder / "golden.npz")
+    image, reference, degradation = read_golden(folder / "golden.npz")
     row = compare(runner.run(np.ascontiguousarray(image)), reference)
+    if degradation is not None:  # an artifact that lost its second output fails here
+        ours = runner.run_degradation(np.ascontiguousarray(image)) if runner.degradation_classes else np.empty(0)
+        row.update(compare_degradation(ours, degradation))
     precision = manifest.get("precision", "fp32")
     runs_at = runner.info.precision.split("+")[0]  # "int8+bf16": int8 kernels, bf16 float parts
     if runs_at in TOLERANCES and runs_at != precision:  # asked to run lower than exported: its budget
@@ -114,6 +130,7 @@ def verify_runner(runner: Runner, folder: str | Path) -> dict:
         "runs_at": runner.info.precision,
         "psnr": row["psnr"],
         "max_abs": row["max_abs"],
+        **({"degradation_max_abs": row["degradation_max_abs"]} if "degradation_max_abs" in row else {}),
         "tolerance": tolerance,
         "passed": not failures,
         "failures": failures,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from baryir.formats import FORMATS, INPUT_NAME, OUTPUT_NAME, needs_extra
+from baryir.formats import DEGRADATION_NAME, FORMATS, INPUT_NAME, OUTPUT_NAME, needs_extra
 
 from ..base import BackendUnavailable, Runner, RunnerInfo
 
@@ -27,15 +27,27 @@ class CoreMLRunner(Runner):
         self.io = io
         self.info = RunnerInfo("coreml", f"coreml compute units {_UNITS[device]}", precision, path)
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.model.get_spec().description.output)
+
+    def _predict(self, x: np.ndarray) -> dict:
         from PIL import Image
 
+        if self.io == "image":
+            img = Image.fromarray((x.transpose(1, 2, 0) * 255 + 0.5).clip(0, 255).astype(np.uint8))
+            return self.model.predict({INPUT_NAME: img})
+        return self.model.predict({INPUT_NAME: x[None]})
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
         outs = []
         for x in batch:
+            out = self._predict(x)[OUTPUT_NAME]
             if self.io == "image":
-                img = Image.fromarray((x.transpose(1, 2, 0) * 255 + 0.5).clip(0, 255).astype(np.uint8))
-                out = np.asarray(self.model.predict({INPUT_NAME: img})[OUTPUT_NAME].convert("RGB"), dtype=np.float32)
-                outs.append(out.transpose(2, 0, 1) / 255.0)
+                outs.append(np.asarray(out.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0)
             else:
-                outs.append(np.asarray(self.model.predict({INPUT_NAME: x[None]})[OUTPUT_NAME])[0])
+                outs.append(np.asarray(out)[0])
         return np.stack(outs).astype(np.float32)
+
+    def run_degradation(self, batch: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.asarray(self._predict(x)[DEGRADATION_NAME], dtype=np.float32) for x in batch])

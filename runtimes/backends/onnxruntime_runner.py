@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from baryir.formats import INPUT_NAME, OUTPUT_NAME, needs_extra
+from baryir.formats import DEGRADATION_NAME, INPUT_NAME, OUTPUT_NAME, needs_extra
 
 from ..base import BackendUnavailable, OpTime, Runner, RunnerInfo
 
@@ -21,9 +21,18 @@ _PROVIDERS = {
 
 
 class OnnxRuntimeRunner(Runner):
-    """An ONNX artifact in ONNX Runtime; the precision is the graph's (from its manifest)."""
+    """An ONNX artifact in ONNX Runtime; the precision is the graph's (from its manifest). With
+    ``analysis`` (the artifact's encoder-only graph), ``run_degradation`` runs that graph instead
+    of the whole model (ONNX Runtime computes every node whatever outputs are asked for)."""
 
-    def __init__(self, path: str, device: str | None = None, precision: str = "fp32", threads: int = 0) -> None:
+    def __init__(
+        self,
+        path: str,
+        device: str | None = None,
+        precision: str = "fp32",
+        threads: int = 0,
+        analysis: str | None = None,
+    ) -> None:
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -37,6 +46,9 @@ class OnnxRuntimeRunner(Runner):
             )
         self.path, self.threads = path, threads
         self.session = ort.InferenceSession(path, self._options(), providers=_PROVIDERS[device])
+        self.analysis = (
+            ort.InferenceSession(analysis, self._options(), providers=_PROVIDERS[device]) if analysis else None
+        )
         active = self.session.get_providers()[0].removesuffix("ExecutionProvider")
         self.info = RunnerInfo("onnxruntime", active, precision, path)
 
@@ -47,8 +59,15 @@ class OnnxRuntimeRunner(Runner):
         options.intra_op_num_threads = self.threads
         return options
 
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.session.get_outputs())
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+
+    def run_degradation(self, batch: np.ndarray) -> np.ndarray:
+        return (self.analysis or self.session).run([DEGRADATION_NAME], {INPUT_NAME: batch})[0]
 
     def profile(self, batch: np.ndarray, runs: int) -> list[OpTime]:
         """ONNX Runtime's profiler (``enable_profiling``) on a second session with the same
@@ -77,4 +96,4 @@ class OnnxRuntimeRunner(Runner):
         ]
 
     def close(self) -> None:
-        self.session = None
+        self.session = self.analysis = None

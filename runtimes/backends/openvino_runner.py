@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from baryir.formats import needs_extra
+from baryir.formats import DEGRADATION_NAME, needs_extra
 
 from ..base import BackendUnavailable, OpTime, Runner, RunnerInfo
 
@@ -46,7 +46,8 @@ class OpenVINORunner(Runner):
         self.config = {"INFERENCE_PRECISION_HINT": _HINTS.get(precision, "f32")}
         self.static = precision == "int8"
         self.model = self.core.read_model(path)
-        self.requests: dict[tuple[int, ...], object] = {}
+        self.analysis = None  # the encoder-only sub-model for run_degradation, made when first asked
+        self.requests: dict[tuple, object] = {}
         compiled = compile_openvino(self.core, self.model, device, self.config)  # reads back the real precision
         actual = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         label = _LABELS.get(actual, actual)
@@ -56,17 +57,36 @@ class OpenVINORunner(Runner):
             self.requests[()] = compiled.create_infer_request()
         self.info = RunnerInfo("openvino", device, label, path)
 
-    def _request(self, shape: tuple[int, ...]):
-        key = shape if self.static else ()
+    def _request(self, shape: tuple[int, ...], analysis: bool = False):
+        key = (shape if self.static else ()) + (("analysis",) if analysis else ())
         if key not in self.requests:
             if len(self.requests) >= 8:  # a few tile/image shapes; drop the oldest
                 self.requests.pop(next(iter(self.requests)))
-            compiled = compile_openvino(self.core, self.model, self.device, self.config, shape)
+            model = self._analysis_model() if analysis else self.model
+            compiled = compile_openvino(self.core, model, self.device, self.config, shape if self.static else None)
             self.requests[key] = compiled.create_infer_request()
         return self.requests[key]
 
+    def _analysis_model(self):
+        """The IR cut down to what ``degradation`` needs: OpenVINO runs every node of a model,
+        so this sub-model skips the decoder (and the encoder beyond what the readout reads)."""
+        if self.analysis is None:
+            import openvino as ov
+
+            model = self.model.clone()
+            result = next(o.get_node() for o in model.outputs if DEGRADATION_NAME in o.get_names())
+            self.analysis = ov.Model([result], model.get_parameters(), "baryir-analysis")
+        return self.analysis
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(name for output in self.model.outputs for name in output.get_names())
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self._request(batch.shape).infer({0: batch})[0]).copy()
+
+    def run_degradation(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self._request(batch.shape, analysis=True).infer({0: batch})[0]).copy()
 
     def profile(self, batch: np.ndarray, runs: int) -> list[OpTime]:
         """OpenVINO's per-layer counters (``PERF_COUNT``): each executed layer's real time and the
@@ -88,4 +108,4 @@ class OpenVINORunner(Runner):
 
     def close(self) -> None:
         self.requests.clear()
-        self.model = None
+        self.model = self.analysis = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from baryir.formats import INPUT_NAME, OUTPUT_NAME, needs_extra
+from baryir.formats import DEGRADATION_NAME, INPUT_NAME, OUTPUT_NAME, needs_extra
 
 from ..base import BackendUnavailable, Runner, RunnerInfo
 
@@ -32,21 +32,37 @@ class TensorRTRunner(Runner):
         if self.engine is None:
             raise RuntimeError(f"{path}: TensorRT could not deserialize the engine (built by another version?)")
         self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self._outputs = tuple(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
         name = torch.cuda.get_device_name(self.device)
         self.info = RunnerInfo("tensorrt", f"cuda ({name}), TensorRT {trt.__version__}", precision, path)
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self._outputs
+
+    def _execute(self, batch: np.ndarray) -> dict:
+        """Every output of the engine for ``batch`` (each output needs an address to run)."""
         torch = self.torch
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
         self.context.set_input_shape(INPUT_NAME, tuple(x.shape))
-        out = torch.empty(tuple(self.context.get_tensor_shape(OUTPUT_NAME)), device=self.device, dtype=torch.float32)
         self.context.set_tensor_address(INPUT_NAME, x.data_ptr())
-        self.context.set_tensor_address(OUTPUT_NAME, out.data_ptr())
+        outs = {}
+        for name in self._outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            outs[name] = torch.empty(shape, device=self.device, dtype=torch.float32)
+            self.context.set_tensor_address(name, outs[name].data_ptr())
         stream = torch.cuda.current_stream(self.device)
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError("TensorRT execution failed")
         stream.synchronize()
-        return out.cpu().numpy()
+        return outs
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._execute(batch)[OUTPUT_NAME].cpu().numpy()
+
+    def run_degradation(self, batch: np.ndarray) -> np.ndarray:
+        return self._execute(batch)[DEGRADATION_NAME].cpu().numpy()
 
     def close(self) -> None:
         self.context = self.engine = None

@@ -30,11 +30,20 @@ class TorchRunner(Runner):
         if self.device.type == "cuda" and precision == "fp32" and torch.backends.cudnn.allow_tf32:
             runs_at = "tf32"  # PyTorch's default: cuDNN convolutions in TF32 on Ampere and newer GPUs
         self.info = RunnerInfo("torch", label, runs_at, str(model))
+        if self.model.readout is not None:
+            self.degradation_classes = self.model.readout.classes
+        self.degradation_note = self.model.readout_refused
 
     @torch.inference_mode()
     def run(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(batch).to(self.device, self.dtype)
         return self.model(x, return_latents=False).clamp(0, 1).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def run_degradation(self, batch: np.ndarray) -> np.ndarray:
+        """The readout on the encoder alone (no decoder runs)."""
+        x = torch.from_numpy(batch).to(self.device, self.dtype)
+        return self.model.analyze(x).float().cpu().numpy()
 
     def profile(self, batch: np.ndarray, runs: int) -> list[OpTime]:
         """The PyTorch profiler: each ATen operator's self time (device time on CUDA), summed
