@@ -12,13 +12,16 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
-from baryir.io.atomic import TMP_SUFFIX
-from baryir.io.images import IMAGE_CODECS, IMAGE_SUFFIXES, ImageError, read_image, write_image
+from baryir.io.atomic import TMP_SUFFIX, atomic_write
+from baryir.io.images import IMAGE_CODECS, IMAGE_SUFFIXES, ImageError, Picture, read_image, write_image
 
 from .base import Runner
 from .processing import Tiling, auto_tiling
@@ -35,6 +38,8 @@ class RestoreResult:
     output: str | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: the degradation readout's probabilities, when the photo was analysed (``--skip-clean``)
+    scores: dict[str, float] | None = None
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
@@ -95,11 +100,14 @@ def plan_outputs(
     return jobs, [RestoreResult(str(p), error=refused[p]) for p in inputs if p in refused]
 
 
-def restore_with_fallback(runner: Runner, rgb: np.ndarray, tiling: Tiling | None) -> np.ndarray:
-    """``runner.restore``; when memory runs out, retry with tiles half the size (down to 128 px)."""
+T = TypeVar("T")
+
+
+def with_memory_fallback(call: Callable[[np.ndarray, Tiling | None], T], rgb: np.ndarray, tiling: Tiling | None) -> T:
+    """``call(rgb, tiling)``; when memory runs out, retry with tiles half the size (down to 128 px)."""
     while True:  # each retry halves the tile, so this ends
         try:
-            return runner.restore(rgb, tiling)
+            return call(rgb, tiling)
         except (MemoryError, RuntimeError) as e:
             if isinstance(e, RuntimeError) and not any(m in str(e).lower() for m in _OUT_OF_MEMORY):
                 raise
@@ -110,30 +118,57 @@ def restore_with_fallback(runner: Runner, rgb: np.ndarray, tiling: Tiling | None
             tiling = Tiling(smaller, min(tiling.overlap if tiling else 32, smaller // 4))
 
 
+def read_input(path: Path) -> Picture | str:
+    """The picture of an input file, or why it cannot be read (this file's error)."""
+    try:
+        return read_image(path)
+    except FileNotFoundError:
+        return "file not found"
+    except (ImageError, OSError) as e:
+        return str(e)
+
+
+def tiling_for(picture: Picture, tiling: Tiling | None, auto: tuple[int, float] | None) -> Tiling | None:
+    """``tiling``, or with ``auto=(model dim, budget MB)`` tiles for images whose activations
+    would not fit the budget."""
+    if tiling is None and auto is not None:
+        return auto_tiling(picture.rgb.shape[0], picture.rgb.shape[1], auto[0], auto[1])
+    return tiling
+
+
+def label_of(scores: dict[str, float]) -> str:
+    """The class the readout gives the highest probability."""
+    return max(scores, key=scores.__getitem__)
+
+
 def restore_file(
     runner: Runner,
     path: Path,
     out_path: Path,
     tiling: Tiling | None = None,
     auto: tuple[int, float] | None = None,
+    skip_clean: bool = False,
 ) -> RestoreResult:
     """Restore one planned job; every failure (unreadable input, memory, a folder that cannot be
     written, a full disk, a format that cannot hold the picture) is this file's result.
 
     Without ``tiling``, ``auto=(model dim, budget MB)`` tiles images whose activations would
-    not fit the budget."""
+    not fit the budget. With ``skip_clean``, a photo the degradation readout reads as clean is
+    not restored: the file is copied through byte for byte (or its pixels written unchanged in
+    the ``--format`` asked for)."""
     if IMAGE_CODECS.get(out_path.suffix.lower()) is None:
         return RestoreResult(str(path), error=f"cannot write {out_path.suffix!r}; use --format png")
+    picture = read_input(path)
+    if isinstance(picture, str):
+        return RestoreResult(str(path), error=picture)
+    tiling = tiling_for(picture, tiling, auto)
+    scores = None
     try:
-        picture = read_image(path)
-    except FileNotFoundError:
-        return RestoreResult(str(path), error="file not found")
-    except (ImageError, OSError) as e:
-        return RestoreResult(str(path), error=str(e))
-    if tiling is None and auto is not None:
-        tiling = auto_tiling(picture.rgb.shape[0], picture.rgb.shape[1], auto[0], auto[1])
-    try:
-        restored = restore_with_fallback(runner, picture.rgb, tiling)
+        if skip_clean:
+            scores = with_memory_fallback(runner.analyze, picture.rgb, tiling)
+            if label_of(scores) == "clean":
+                return _copy_through(path, picture, out_path, scores)
+        restored = with_memory_fallback(runner.restore, picture.rgb, tiling)
     except MemoryError as e:
         return RestoreResult(str(path), error=f"{e}; try a smaller --tile or --memory-mb")
     result = dataclasses.replace(picture, rgb=restored, notes=[])
@@ -145,4 +180,44 @@ def restore_file(
         return RestoreResult(str(path), error=f"cannot write {out_path} ({e.strerror or e})")
     except Exception as e:  # a codec bug must cost this file only, never the rest of the batch
         return RestoreResult(str(path), error=f"cannot write {out_path} ({type(e).__name__}: {e})")
-    return RestoreResult(str(path), str(out_path), notes=picture.notes + notes)
+    return RestoreResult(str(path), str(out_path), notes=picture.notes + notes, scores=scores)
+
+
+def _copy_through(path: Path, picture: Picture, out_path: Path, scores: dict[str, float]) -> RestoreResult:
+    """The output of a photo read as clean: the input's bytes, or its unchanged pixels in
+    another format."""
+    said = f"read as clean ({scores['clean']:.2f}): not restored, "
+    try:
+        if out_path.suffix.lower() == path.suffix.lower():
+            atomic_write(out_path, lambda tmp: shutil.copyfile(path, tmp))
+            return RestoreResult(str(path), str(out_path), notes=[said + "copied unchanged"], scores=scores)
+        notes = write_image(dataclasses.replace(picture, notes=[]), out_path)
+    except ImageError as e:
+        return RestoreResult(str(path), error=str(e), scores=scores)
+    except OSError as e:
+        return RestoreResult(str(path), error=f"cannot write {out_path} ({e.strerror or e})", scores=scores)
+    return RestoreResult(str(path), str(out_path), notes=[said + "pixels written unchanged", *notes], scores=scores)
+
+
+@dataclass
+class Analysis:
+    """What the degradation readout says about one input, or why it could not say."""
+
+    input: str
+    label: str | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+def analyze_file(
+    runner: Runner, path: Path, tiling: Tiling | None = None, auto: tuple[int, float] | None = None
+) -> Analysis:
+    """Analyse one input file; an unreadable file or memory that runs out is this file's error."""
+    picture = read_input(path)
+    if isinstance(picture, str):
+        return Analysis(str(path), error=picture)
+    try:
+        scores = with_memory_fallback(runner.analyze, picture.rgb, tiling_for(picture, tiling, auto))
+    except MemoryError as e:
+        return Analysis(str(path), error=f"{e}; try a smaller --tile or --memory-mb")
+    return Analysis(str(path), label_of(scores), scores)

@@ -1,8 +1,9 @@
-"""Commands that make and run artifacts: ``export``, ``restore`` and ``verify``."""
+"""Commands that make and run artifacts: ``export``, ``restore``, ``analyze`` and ``verify``."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -52,41 +53,97 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_restore(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def _input_images(items: list[str]) -> tuple[list[Path], bool]:
+    """(image files, whether an empty name was given) of restore's and analyze's INPUTs; what is
+    left out is said on stderr."""
+    from baryir.runtimes.restore import expand_inputs
 
-    from baryir.runtimes import Tiling, load_runner
-    from baryir.runtimes.loader import model_dim
-    from baryir.runtimes.restore import expand_inputs, plan_outputs, restore_file
-
-    empty = [item for item in args.inputs if not item.strip()]
-    for _ in empty:  # Path("") is the current folder: never restore it by accident
+    empty = [item for item in items if not item.strip()]
+    for _ in empty:  # Path("") is the current folder: never read it by accident
         print("error: '': an empty input name names no file; give a file, folder or pattern", file=sys.stderr)
-    paths, skipped = expand_inputs([item for item in args.inputs if item.strip()])
+    paths, skipped = expand_inputs([item for item in items if item.strip()])
     for path in skipped:
         print(f"skipped {path}: not an image suffix", file=sys.stderr)
     if not paths:
         print("error: no input images matched", file=sys.stderr)
+    return paths, bool(empty)
+
+
+def _open_runner(args: argparse.Namespace):
+    from baryir.runtimes import Tiling, load_runner
+    from baryir.runtimes.loader import model_dim
+
+    runner = load_runner(args.model, args.backend, args.device, args.precision, verify=not args.no_verify)
+    info = runner.info
+    print(f"backend {info.backend} on {info.device} at {info.precision} ({info.artifact})", file=sys.stderr)
+    tiling = Tiling(args.tile, args.overlap) if args.tile else None
+    return runner, tiling, (model_dim(args.model), args.memory_mb)
+
+
+def _scores_text(scores: dict[str, float]) -> str:
+    return ", ".join(f"{c} {p:.2f}" for c, p in sorted(scores.items(), key=lambda kv: -kv[1]))
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from baryir.runtimes.restore import plan_outputs, restore_file
+
+    paths, empty = _input_images(args.inputs)
+    if not paths:
         return 2
     suffix = f".{args.format}" if args.format else None
     jobs, refused = plan_outputs(paths, Path(args.out), suffix, args.suffix)
     for result in refused:
         print(f"error: {result.input}: {result.error}", file=sys.stderr)
-    tiling = Tiling(args.tile, args.overlap) if args.tile else None
     failures = len(refused)
     if jobs:
-        runner = load_runner(args.model, args.backend, args.device, args.precision, verify=not args.no_verify)
-        info = runner.info
-        print(f"backend {info.backend} on {info.device} at {info.precision} ({info.artifact})", file=sys.stderr)
-        auto = (model_dim(args.model), args.memory_mb)
+        runner, tiling, auto = _open_runner(args)
+        if args.skip_clean:
+            runner.require_degradation()
         for path, out_path in tqdm(jobs, desc="restore", unit="img", disable=args.no_progress):
-            result = restore_file(runner, path, out_path, tiling, auto)
+            result = restore_file(runner, path, out_path, tiling, auto, args.skip_clean)
             if result.error:
                 failures += 1
                 tqdm.write(f"error: {result.input}: {result.error}", file=sys.stderr)
             for note in result.notes:
                 tqdm.write(f"note: {result.input}: {note}", file=sys.stderr)
     print(f"restored {len(paths) - failures} of {len(paths)} image(s) into {args.out}", file=sys.stderr)
+    return 1 if failures or empty else 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from baryir.runtimes.restore import analyze_file
+
+    paths, empty = _input_images(args.inputs)
+    if not paths:
+        return 2
+    runner, tiling, auto = _open_runner(args)
+    runner.require_degradation()
+    results = []
+    for path in tqdm(paths, desc="analyze", unit="img", disable=args.no_progress):
+        result = analyze_file(runner, path, tiling, auto)
+        results.append(result)
+        if result.error:
+            tqdm.write(f"error: {result.input}: {result.error}", file=sys.stderr)
+        else:
+            tqdm.write(f"{result.input}: {result.label} ({_scores_text(result.scores)})")
+    classes = runner.degradation_classes
+    counts = {c: sum(r.label == c for r in results) for c in classes}
+    failures = sum(r.error is not None for r in results)
+    print(f"\n| {' | '.join(classes)} | failed |\n|{'---:|' * (len(classes) + 1)}")
+    print(f"| {' | '.join(str(counts[c]) for c in classes)} | {failures} |")
+    if args.json:
+        rows = [
+            {"file": r.input, "label": r.label, "scores": r.scores}
+            if r.error is None
+            else {"file": r.input, "error": r.error}
+            for r in results
+        ]
+        write_json(args.json, {"model": str(args.model), "runner": dataclasses.asdict(runner.info), "results": rows})
+    print(f"analysed {len(paths) - failures} of {len(paths)} image(s)", file=sys.stderr)
     return 1 if failures or empty else 0
 
 
@@ -174,16 +231,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_export)
 
 
-def _add_restore(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "restore",
-        help="restore image files with any backend",
-        description="Restore files, folders and globs (PNG/JPEG/TIFF/BMP/WebP). Outputs keep the input's name and "
-        "format, bit depth, alpha and ICC profile; EXIF orientation is applied. Bad inputs are reported and "
-        "skipped; the exit code is 1 if any failed.",
-    )
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
-    p.add_argument("-o", "--out", required=True, help="output folder (never the inputs' own files)")
+def _add_runner_options(p: argparse.ArgumentParser) -> None:
+    """What restore and analyze share: the model, where and how it runs, tiling, the check."""
     p.add_argument("--model", default="default", help="default, a checkpoint, or an exported artifact/folder")
     p.add_argument("--backend", default="auto", choices=["auto", *BACKEND_NAMES])
     p.add_argument("--device", help="cpu/cuda (torch), cpu/cuda/tensorrt/coreml (onnxruntime), CPU/GPU/NPU (openvino)")
@@ -194,6 +243,31 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
         help="tile size (multiple of 8); default: tile only images whose activations exceed --memory-mb",
     )
     p.add_argument("--memory-mb", type=positive(float), default=1024, help="activation memory budget for auto tiling")
+    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels, feathered (default 32)")
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip the artifact's check against its golden.npz at load (done once per artifact and machine)",
+    )
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _add_restore(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "restore",
+        help="restore image files with any backend",
+        description="Restore files, folders and globs (PNG/JPEG/TIFF/BMP/WebP). Outputs keep the input's name and "
+        "format, bit depth, alpha and ICC profile; EXIF orientation is applied. Bad inputs are reported and "
+        "skipped; the exit code is 1 if any failed.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("-o", "--out", required=True, help="output folder (never the inputs' own files)")
+    _add_runner_options(p)
+    p.add_argument(
+        "--skip-clean",
+        action="store_true",
+        help="analyse each photo first (encoder only) and copy those read as clean through untouched",
+    )
     p.add_argument(
         "--suffix",
         default="",
@@ -201,15 +275,23 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
         help="append this to each output's name (photo.png -> photo_restored.png with _restored), e.g. to "
         "write into the inputs' own folder; outputs never replace inputs",
     )
-    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels, feathered (default 32)")
     p.add_argument("--format", choices=["png", "jpg", "tif", "bmp", "webp"], help="write this format instead")
-    p.add_argument(
-        "--no-verify",
-        action="store_true",
-        help="skip the artifact's check against its golden.npz at load (done once per artifact and machine)",
-    )
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_restore)
+
+
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="say what is wrong with each photo (clean, noise, rain, haze), with any backend",
+        description="Read each photo's degradation from BaryIR's degradation-specific residual: the encoder "
+        "and a small readout run, the decoder does not. One line per photo (label and probabilities), a "
+        'summary table, and with --json {"results": [{"file", "label", "scores"}, ...]}. Inputs '
+        "as for restore; bad inputs are reported and skipped; the exit code is 1 if any failed.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    _add_runner_options(p)
+    p.add_argument("--json", help="write the results as JSON here")
+    p.set_defaults(func=cmd_analyze)
 
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
@@ -231,4 +313,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     """This group's subcommands."""
     _add_export(sub)
     _add_restore(sub)
+    _add_analyze(sub)
     _add_verify(sub)
