@@ -1,0 +1,212 @@
+"""Which representation tells degradations apart? (issue #32, docs/model.md)
+
+Fits the same readout (pooled channel mean and std + multinomial logistic regression,
+baryir.analysis) on BaryIR's residual (source - barycenter), on the encoder's source latent
+without the decomposition, on the barycenter latent, on the encoder's skips, and on plain image
+statistics; all on crops of the training photos with the fitting generators. Tests on photos
+from another collection (CBSD68) with seen and held-out generators, on Rain100L_sample (real test
+pairs: rain inputs and clean targets), and reports what unseen degradations (JPEG, blur, low
+light) read as.
+
+    python scripts/readout_study.py --fit data/train/* --clean data/test/CBSD68 \
+        --rain-pairs data/test/Rain100L_sample/input data/test/Rain100L_sample/target \
+        --md docs/readout_study.md --json readout_study.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from baryir.analysis import FIT_TASKS, Sample, collect, fit_linear, fitting_samples, label_ids, latent_features
+from baryir.checkpoints import load_model
+from baryir.data.degradations import degrade
+from baryir.data.images import list_images, read_images
+from baryir.evaluate import image_seed
+from baryir.model import DEGRADATION_CLASSES
+from baryir.model.readout import DEFAULT_LATENTS
+
+#: The representations compared: name -> the latents it concatenates (None: image statistics).
+REPRESENTATIONS: dict[str, tuple[str, ...] | None] = {
+    "residual (source - barycenter)": ("residual",),
+    "source latent (no decomposition)": ("source",),
+    "barycenter latent": ("bary",),
+    "encoder skips 1/2, 1/4 (shipped)": DEFAULT_LATENTS,
+    "encoder skips 1, 1/2, 1/4": ("enc1", "enc2", "enc3"),
+    "skips 1/2, 1/4 + residual": (*DEFAULT_LATENTS, "residual"),
+    "image statistics": None,
+}
+
+#: CBSD68 test variants: task -> (class, generator seen in fitting?)
+TEST_TASKS = {
+    "identity": ("clean", True),
+    "denoise_15": ("noise", True),
+    "denoise_25": ("noise", True),
+    "denoise_50": ("noise", True),
+    "derain": ("rain", True),
+    "derain_ps": ("rain", True),
+    "derain_mix": ("rain", False),
+    "dehaze": ("haze", True),
+    "dehaze_mix": ("haze", False),
+}
+#: Degradations outside the four classes: reported as what they read as.
+UNSEEN = ("jpeg", "deblur", "lowlight")
+
+
+def image_statistics(x: torch.Tensor) -> torch.Tensor:
+    """Plain statistics of a (3, H, W) image: colour moments, saturation, dark channel, contrast,
+    gradient energy by direction and at two scales (no learned features)."""
+    luma = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None, None]
+    gx, gy = luma.diff(dim=3).abs(), luma.diff(dim=2).abs()
+    lap = F.conv2d(luma, torch.tensor([[[[0, 1, 0], [1, -4, 1], [0, 1, 0]]]], dtype=x.dtype)).abs()
+    small = F.avg_pool2d(luma, 2)
+    lap2 = F.conv2d(small, torch.tensor([[[[0, 1, 0], [1, -4, 1], [0, 1, 0]]]], dtype=x.dtype)).abs()
+    sat = x.amax(0) - x.amin(0)
+    dark = -F.max_pool2d(-x.amin(0)[None, None], 15, stride=1, padding=7)
+    q = torch.quantile(luma.flatten()[::7], torch.tensor([0.02, 0.5, 0.98]))
+    feats = [
+        *x.mean((1, 2)),
+        *x.std((1, 2)),
+        sat.mean(),
+        sat.std(),
+        dark.mean(),
+        q[2] - q[0],
+        q[1],
+        gx.mean().log(),
+        gy.mean().log(),
+        (gy.mean() / gx.mean()).log(),
+        lap.mean().log(),
+        lap2.mean().log(),
+        (lap.mean() / lap2.mean()).log(),
+        lap.flatten().median().add(1e-6).log(),
+    ]
+    return torch.stack([torch.as_tensor(f, dtype=torch.float32) for f in feats])
+
+
+def test_samples(clean_dir: Path, rain_pairs: tuple[Path, Path] | None) -> list[tuple[Sample, str, bool]]:
+    """(sample, test set, generator seen in fitting) for every test image."""
+    photos, paths = read_images(list_images(clean_dir))
+    out = []
+    for task, (label, seen) in {**TEST_TASKS, **{t: ("?", False) for t in UNSEEN}}.items():
+        for img, p in zip(photos, paths):
+            x = img if task == "identity" else degrade(img, task, image_seed(task, p.name)).clamp(0, 1)
+            out.append((Sample(x, label, task), f"{clean_dir.name} {task}", seen))
+    if rain_pairs:
+        for folder, label in zip(rain_pairs, ("rain", "clean")):
+            imgs, _ = read_images(list_images(folder))
+            out += [(Sample(x, label, "real"), f"{folder.parent.name} {folder.name}", False) for x in imgs]
+    return out
+
+
+def by_representation(features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The compared representations' features from the per-latent ones."""
+    return {
+        name: features["image"] if latents is None else torch.cat([features[n] for n in latents], 1)
+        for name, latents in REPRESENTATIONS.items()
+    }
+
+
+def confusion(pred: torch.Tensor, labels: torch.Tensor, k: int) -> list[list[int]]:
+    m = torch.zeros(k, k, dtype=torch.long)
+    for t, p in zip(labels.tolist(), pred.tolist()):
+        m[t, p] += 1
+    return m.tolist()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--fit", nargs="+", required=True, help="folders of clean training photos")
+    ap.add_argument("--clean", type=Path, required=True, help="clean test photos from another collection")
+    ap.add_argument("--rain-pairs", nargs=2, type=Path, metavar=("INPUT", "TARGET"))
+    ap.add_argument("--per-task", type=int, default=200)
+    ap.add_argument("--size", type=int, default=320)
+    ap.add_argument("--md", type=Path, required=True)
+    ap.add_argument("--json", type=Path, required=True)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    model = load_model(args.model)
+    latents = latent_features(model)
+
+    def featurize(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {**latents(x), "image": image_statistics(x)}
+
+    t0 = time.time()
+    fit = list(fitting_samples(args.fit, args.per_task, args.size))
+    fit_feats = by_representation(collect(fit, featurize))
+    fit_labels = label_ids(fit)
+    tests = test_samples(args.clean, tuple(args.rain_pairs) if args.rain_pairs else None)
+    test_feats = by_representation(collect([s for s, _, _ in tests], featurize))
+    labelled = torch.tensor([s.label != "?" for s, _, _ in tests])
+    test_labels = torch.tensor([DEGRADATION_CLASSES.index(s.label) if s.label != "?" else -1 for s, _, _ in tests])
+    held_out = torch.tensor([not seen for _, _, seen in tests]) & labelled
+    k = len(DEGRADATION_CLASSES)
+    results = {}
+    for name, feats in fit_feats.items():
+        w, b = fit_linear(feats, fit_labels, k)
+        pred = (test_feats[name] @ w.T + b).argmax(1)
+        ok = pred == test_labels
+        row = {
+            "features": feats.shape[1],
+            "fit_accuracy": float(((feats @ w.T + b).argmax(1) == fit_labels).double().mean()),
+            "accuracy": float(ok[labelled].double().mean()),
+            "held_out_accuracy": float(ok[held_out].double().mean()),
+            "per_class": {
+                c: float(ok[labelled & (test_labels == i)].double().mean()) for i, c in enumerate(DEGRADATION_CLASSES)
+            },
+            "confusion": confusion(pred[labelled], test_labels[labelled], k),
+            "per_set": {},
+        }
+        for s in dict.fromkeys(n for _, n, _ in tests):
+            mask = torch.tensor([n == s for _, n, _ in tests])
+            reads = torch.bincount(pred[mask], minlength=k).tolist()
+            row["per_set"][s] = {"reads_as": dict(zip(DEGRADATION_CLASSES, reads)), "n": int(mask.sum())}
+        results[name] = row
+    report = {
+        "model": args.model,
+        "fit": {
+            "samples": len(fit),
+            "crop": args.size,
+            "tasks": FIT_TASKS,
+            "folders": [Path(f).name for f in args.fit],
+        },
+        "test_images": len(tests),
+        "seconds": round(time.time() - t0, 1),
+        "results": results,
+    }
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    args.md.write_text(markdown(report))
+    print(markdown(report))
+
+
+def markdown(report: dict) -> str:
+    res = report["results"]
+    lines = [
+        "| representation | features | accuracy | held-out generators / real | "
+        + " | ".join(DEGRADATION_CLASSES)
+        + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(DEGRADATION_CLASSES),
+    ]
+    for name, r in res.items():
+        per = " | ".join(f"{r['per_class'][c]:.3f}" for c in DEGRADATION_CLASSES)
+        lines.append(f"| {name} | {r['features']} | {r['accuracy']:.3f} | {r['held_out_accuracy']:.3f} | {per} |")
+    for name, r in res.items():
+        lines += [
+            "",
+            f"**{name}**: what each test set reads as",
+            "",
+            "| set | n | " + " | ".join(DEGRADATION_CLASSES) + " |",
+        ]
+        lines.append("|---|---:|" + "---:|" * len(DEGRADATION_CLASSES))
+        for s, v in r["per_set"].items():
+            lines.append(f"| {s} | {v['n']} | " + " | ".join(str(v["reads_as"][c]) for c in DEGRADATION_CLASSES) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
