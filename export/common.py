@@ -84,7 +84,7 @@ def write_golden(folder: Path, model: BaryNet, image: torch.Tensor | None = None
     if degradation is not None:
         arrays["degradation"] = degradation.numpy()
     np.savez_compressed(folder / "golden.npz", **arrays)
-    return {"file": "golden.npz", "input_shape": list(image.shape), "outputs": sorted(arrays)[1:]}
+    return {"file": "golden.npz", "input_shape": list(image.shape), "outputs": [k for k in arrays if k != "input"]}
 
 
 def write_manifest(

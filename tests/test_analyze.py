@@ -163,6 +163,7 @@ def test_exports_carry_the_degradation_output_checked_against_pytorch(analysing_
         names = [o["name"] for o in manifest["outputs"]]
         assert names == ["restored", "degradation"]
         assert manifest["outputs"][1]["classes"] == list(DEGRADATION_CLASSES)
+        assert manifest["golden"]["outputs"] == ["output", "degradation"]
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
