@@ -20,7 +20,8 @@ import tomllib
 ROOT = Path(__file__).resolve().parent.parent
 #: The nodes of the printed graph: these packages and modules, each with everything below it.
 NODES = (
-    "cli", "comparison", "export", "quantize", "runtimes", "train", "evaluate", "data", "checkpoints", "model",
+    "cli", "comparison", "export", "quantize", "runtimes", "train", "analysis", "evaluate", "data", "checkpoints",
+    "model",
     "io", "formats", "options", "inference", "losses", "metrics", "safe_unpickle", "signals", "cpu",
 )  # fmt: skip
 

@@ -89,3 +89,29 @@ def photo_dir(tmp_path):
         Image.fromarray(_smooth_image(rng, size)).save(folder / f"img{i}.png")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     return folder
+
+
+_NO_TORCH = """
+import sys
+sys.modules["torch"] = None  # any `import torch` now fails, as on a device without PyTorch
+from baryir.cli import main
+code = main(sys.argv[1:])
+assert not [m for m in sys.modules if m.startswith("torch") and sys.modules[m] is not None]
+sys.exit(code)
+"""
+
+
+@pytest.fixture()
+def run_without_torch(tmp_path):
+    """``run(*argv)``: the ``baryir`` command in a fresh process where ``import torch`` fails (a
+    device with only a runtime), with its own verification cache."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "no-torch-cache")}
+
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", _NO_TORCH, *argv], capture_output=True, text=True, env=env)
+
+    return run

@@ -309,3 +309,17 @@ def test_verify_checks_the_degradation_output_against_its_golden(analysing_expor
     np.savez_compressed(artifact / "golden.npz", **arrays)
     assert main(["verify", str(artifact), "--json", str(report)]) == 1
     assert "degradation output differs" in json.loads(report.read_text())[0]["failures"][0]
+
+
+def test_analyze_and_skip_clean_run_without_torch(analysing_exports, photo_dir, tmp_path, run_without_torch):
+    """On a device with only a runtime: analyze and restore --skip-clean need no PyTorch."""
+    folder, _ = analysing_exports
+    photo = str(photo_dir / "img2.png")
+    for argv in (
+        ["analyze", photo, "--model", str(folder / "openvino-fp32"), "--json", str(tmp_path / "a.json")],
+        ["restore", photo, "-o", str(tmp_path / "out"), "--model", str(folder / "onnx-fp32"), "--skip-clean"],
+    ):
+        done = run_without_torch(*argv)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "a.json").read_text())["results"][0]["label"] in DEGRADATION_CLASSES
+    assert (tmp_path / "out" / "img2.png").exists()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -350,28 +349,12 @@ def test_parity_cache_never_serves_another_checkpoints_export(model_path, tmp_pa
     assert artifact_for(str(model_path), "onnxruntime", "fp32", cache) == first  # reused, not re-exported
 
 
-_NO_TORCH = """
-import sys
-sys.modules["torch"] = None  # any `import torch` now fails, as on a device without PyTorch
-from baryir.cli import main
-code = main(sys.argv[1:])
-assert not [m for m in sys.modules if m.startswith("torch") and sys.modules[m] is not None]
-sys.exit(code)
-"""
-
-
 @pytest.mark.slow
-def test_restore_and_verify_run_without_torch(fp32_exports, tmp_path):
+def test_restore_and_verify_run_without_torch(fp32_exports, tmp_path, run_without_torch):
     """A device that only runs artifacts needs numpy, Pillow and the backend, not PyTorch."""
-    import subprocess
-    import sys
-
     shutil.copytree(fp32_exports / "onnx-fp32", tmp_path / "onnx-fp32")
     _write(tmp_path / "photo.png", (np.random.default_rng(3).random((40, 56, 3)) * 255).astype(np.uint8))
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-
-    def run(*argv):
-        return subprocess.run([sys.executable, "-c", _NO_TORCH, *argv], capture_output=True, text=True, env=env)
+    run = run_without_torch
 
     restore = run(
         "restore", str(tmp_path / "photo.png"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "onnx-fp32")
