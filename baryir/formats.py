@@ -22,8 +22,22 @@ PAD_MULTIPLE = 8
 DEPLOYMENT_REWRITES: tuple[str, ...] = ("split_channel_chunks",)
 
 PRECISIONS = ("fp32", "fp16", "int8")
-#: Precisions a runner can be asked for: the export precisions plus bf16 (OpenVINO's inference hint).
-RUN_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+#: Precisions a runner can be asked for: the export precisions, bf16 (OpenVINO's inference hint)
+#: and int8+bf16 (OpenVINO's INT8 kernels with the float parts of the graph in bf16).
+RUN_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8+bf16")
+
+
+def export_precision_of(backend: str, precision: str) -> str:
+    """The artifact precision a run precision needs: OpenVINO computes an fp32 artifact at fp16
+    or bf16, and an int8 one with its float parts at bf16; other backends run what they were
+    given. A combination no artifact serves is a ValueError."""
+    if precision == "int8+bf16":
+        if backend != "openvino":
+            raise ValueError("int8+bf16 (float parts of an INT8 graph in bf16) is an OpenVINO setting")
+        return "int8"
+    if backend == "openvino" and precision in ("fp16", "bf16"):
+        return "fp32"
+    return precision
 
 
 @dataclass(frozen=True)

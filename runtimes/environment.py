@@ -47,6 +47,13 @@ def describe_cpu() -> str:
     return f"{platform.machine()} {listed}" + (f" (ONEDNN_MAX_CPU_ISA={cap})" if cap else "")
 
 
+def onednn_hides_bf16() -> bool:
+    """Whether ``ONEDNN_MAX_CPU_ISA`` caps oneDNN below the CPU's bf16 instructions (OpenVINO then
+    fails to compile bf16 kernels instead of falling back to f32 as on a CPU without them)."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return cap != "ALL" and not any(k in cap for k in ("BF16", "AMX"))
+
+
 def int8_saturates() -> bool:
     """Whether oneDNN's int8 kernels here add u8 x s8 pairs in saturating int16: x86 without
     VNNI/AMX, or ``ONEDNN_MAX_CPU_ISA`` capped below them (AVX2, AVX512_CORE, ...)."""

@@ -77,6 +77,8 @@ def load_runner(
     built = manifest.get("precision")
     if built and precision and found != "openvino" and precision != built:
         raise ValueError(f"{artifact} was exported as {built}; re-export it for {precision}")
+    if built and precision and found == "openvino" and (built == "int8") != precision.startswith("int8"):
+        raise ValueError(f"{artifact} was exported as {built}; re-export it for {precision}")
     folder = artifact_folder(path) if verify and found != "torch" else None  # refused before loading
     runner = _open(found, path, device, precision, manifest)
     classes = degradation_classes(manifest)
@@ -134,7 +136,7 @@ def _open(backend: str, path: Path | str, device: str | None, precision: str | N
     if backend == "openvino":
         from .backends.openvino_runner import OpenVINORunner
 
-        return OpenVINORunner(str(path), device, precision or ("int8" if built == "int8" else None))
+        return OpenVINORunner(str(path), device, precision, quantized=built == "int8")
     if backend == "tensorrt":
         from .backends.tensorrt_runner import TensorRTRunner
 

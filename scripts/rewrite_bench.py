@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -26,13 +25,7 @@ from baryir.cpu import cpu_features
 from baryir.export.api import export_model
 from baryir.io.atomic import atomic_write
 from baryir.runtimes import load_runner
-from baryir.runtimes.environment import describe_cpu
-
-
-def _bf16_capped() -> bool:
-    """Whether ``ONEDNN_MAX_CPU_ISA`` hides the CPU's bf16 instructions from OpenVINO."""
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
-    return cap != "ALL" and not any(k in cap for k in ("BF16", "AMX"))
+from baryir.runtimes.environment import describe_cpu, onednn_hides_bf16
 
 
 def _rows(args: argparse.Namespace) -> list[tuple[str, Path, str | None]]:
@@ -48,7 +41,7 @@ def _rows(args: argparse.Namespace) -> list[tuple[str, Path, str | None]]:
     for name, folders in floats.items():
         rows.append((f"onnxruntime fp32, {name}", folders["onnxruntime"], None))
         rows.append((f"openvino f32, {name}", folders["openvino"], "fp32"))
-        if cpu_features().get("bf16") and not _bf16_capped():
+        if cpu_features().get("bf16") and not onednn_hides_bf16():
             rows.append((f"openvino bf16 (the CPU plugin's default here), {name}", folders["openvino"], "bf16"))
     for name, ckpt in (("quantized on the training graph", args.int8_before), ("quantized rewritten", args.int8_after)):
         if ckpt:

@@ -280,3 +280,22 @@ def test_coreml_weight_compression(float_path, coreml_float, tmp_path, mode, op)
     assert size(small_dir) < 0.75 * size(float_dir)
     manifest = json.loads((small_dir / "coreml-fp16" / "manifest.json").read_text())
     assert manifest["weights"] == mode
+
+
+def test_openvino_int8_float_parts_in_bf16(int8_exports):
+    """``int8+bf16``: OpenVINO's INT8 kernels with the graph's float parts in bf16; the runner
+    says what the CPU really ran (bf16 where it has it, f32 otherwise) and the picture stays
+    within the INT8 tolerance of the f32 float parts."""
+    from baryir.cpu import bf16_native
+    from baryir.runtimes import load_runner
+    from baryir.runtimes.environment import onednn_hides_bf16
+
+    _, folder, _ = int8_exports
+    image = validation_image(72, 96).numpy()
+    f32 = load_runner(folder / "openvino-int8")
+    bf16 = load_runner(folder / "openvino-int8", precision="int8+bf16")
+    assert f32.info.precision == "int8+fp32"
+    assert bf16.info.precision == ("int8+bf16" if bf16_native() and not onednn_hides_bf16() else "int8+fp32")
+    assert _psnr(bf16.run(image), f32.run(image)) >= 35
+    with pytest.raises(ValueError, match="exported as int8"):
+        load_runner(folder / "openvino-int8", precision="fp32")

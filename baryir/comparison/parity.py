@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from baryir.formats import BY_BACKEND, DEPLOYMENT_REWRITES
+from baryir.formats import BY_BACKEND, DEPLOYMENT_REWRITES, export_precision_of
 from baryir.runtimes.base import BackendUnavailable
 from baryir.runtimes.compare import compare
 from baryir.runtimes.loader import load_runner
@@ -27,6 +27,7 @@ BUDGETS = {
     "fp16": ("psnr_vs_reference", 40.0),
     "bf16": ("psnr_vs_reference", 40.0),
     "int8": ("target_loss_db", 0.3),
+    "int8+bf16": ("target_loss_db", 0.3),
 }
 PSNR_CAP = 200.0  # identical outputs report this instead of infinity
 
@@ -75,13 +76,16 @@ def artifact_for(model: str, backend: str, precision: str, cache: Path, int8_mod
     if reason:
         raise BackendUnavailable(reason)
     fmt = BY_BACKEND[backend].name
-    export_precision = "fp32" if backend == "openvino" and precision in ("fp32", "bf16", "fp16") else precision
+    try:
+        export_precision = export_precision_of(backend, precision)
+    except ValueError as e:
+        raise BackendUnavailable(str(e)) from None
     from baryir.export.api import export_model, source_checkpoint
 
-    source = (int8_model or model) if precision == "int8" else model
+    source = (int8_model or model) if export_precision == "int8" else model
     # Keyed by the checkpoint's content and the graph rewrites exports apply: retrained or
     # re-quantized weights, or a newer export graph, never reuse a stale export.
-    content = file_sha256(source_checkpoint(source, precision)) + ",".join(DEPLOYMENT_REWRITES)
+    content = file_sha256(source_checkpoint(source, export_precision)) + ",".join(DEPLOYMENT_REWRITES)
     folder = cache / hashlib.sha256(content.encode()).hexdigest()[:16] / f"{fmt}-{export_precision}"
     if not (folder / "manifest.json").exists():
         options = {"coreml_io": "tensor"} if fmt == "coreml" else {}  # parity compares float tensors

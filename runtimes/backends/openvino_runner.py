@@ -14,6 +14,7 @@ import numpy as np
 from baryir.formats import DEGRADATION_NAME, needs_extra
 
 from ..base import BackendUnavailable, OpTime, Runner, RunnerInfo
+from ..environment import onednn_hides_bf16
 
 _HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
 _LABELS = {hint: name for name, hint in _HINTS.items()}
@@ -30,21 +31,30 @@ def compile_openvino(core, model, device: str, config: dict, shape: tuple[int, .
 
 class OpenVINORunner(Runner):
     """An IR (model.xml) compiled for ``device``. The inference precision is set explicitly
-    (default f32: the CPU plugin would silently pick bf16 on AMX CPUs) and read back; for an
-    INT8 IR it applies to the float parts (the ignored scope)."""
+    (default f32: the CPU plugin would silently pick bf16 on AMX CPUs) and read back. An INT8 IR
+    (``quantized``) takes ``int8`` (float parts, the ignored scope, at f32) or ``int8+bf16`` /
+    ``int8+fp16`` (float parts at that precision: half the time on CPUs with bf16, docs/int8-cpus.md)."""
 
-    def __init__(self, path: str, device: str | None = None, precision: str | None = None) -> None:
+    def __init__(
+        self, path: str, device: str | None = None, precision: str | None = None, quantized: bool = False
+    ) -> None:
         try:
             import openvino as ov
         except ImportError as e:
             raise BackendUnavailable(needs_extra("The OpenVINO runner", "openvino")) from e
         device = (device or "CPU").upper()
-        precision = precision or "fp32"
-        if precision not in (*_HINTS, "int8"):
-            raise ValueError(f"openvino precision must be one of {sorted(_HINTS)} or int8, not {precision!r}")
+        precision = precision or ("int8" if quantized else "fp32")
+        kernels, _, parts = precision.partition("+")
+        if quantized and (kernels != "int8" or (parts and parts not in _HINTS)):
+            raise ValueError(f"{path}: an INT8 IR runs at int8, int8+bf16 or int8+fp16, not {precision!r}")
+        if not quantized and precision not in _HINTS:
+            raise ValueError(f"openvino precision of a float IR must be one of {sorted(_HINTS)}, not {precision!r}")
         self.core, self.device = ov.Core(), device
-        self.config = {"INFERENCE_PRECISION_HINT": _HINTS.get(precision, "f32")}
-        self.static = precision == "int8"
+        hint = _HINTS[parts or "fp32"] if quantized else _HINTS[precision]
+        if hint == "bf16" and device == "CPU" and onednn_hides_bf16():
+            hint = "f32"  # what the plugin does on a CPU without bf16; the label below says so
+        self.config = {"INFERENCE_PRECISION_HINT": hint}
+        self.static = quantized
         self.model = self.core.read_model(path)
         self.analysis = None  # the encoder-only sub-model for run_degradation, made when first asked
         self.requests: dict[tuple, object] = {}
