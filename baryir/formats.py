@@ -52,6 +52,7 @@ class Format:
     precisions: tuple[str, ...]
     needs: str  # pip extra that provides the exporter and the runtime
     description: str
+    runner: str  # "module:Class" of its runner, imported only when one is opened (optional backends)
     options: dict[str, Any] = field(default_factory=dict)  # export options only this format takes, with defaults
     runs_on: tuple[str, ...] = ()  # platform.system() values its runtime predicts on (empty: any)
 
@@ -76,6 +77,7 @@ FORMATS: dict[str, Format] = {
             ("fp32", "fp16", "int8"),
             "onnx",
             "ONNX (opset 17), dynamic batch/height/width; fp16 keeps the sensitive reductions in fp32",
+            "baryir.runtimes.backends.onnxruntime_runner:OnnxRuntimeRunner",
         ),
         Format(
             "tensorrt",
@@ -86,6 +88,7 @@ FORMATS: dict[str, Format] = {
             ("fp32", "fp16", "int8"),
             "tensorrt",
             "TensorRT engine built from the ONNX of the same precision (strongly typed), on an NVIDIA GPU",
+            "baryir.runtimes.backends.tensorrt_runner:TensorRTRunner",
             {"max_batch": 1},
         ),
         Format(
@@ -97,6 +100,7 @@ FORMATS: dict[str, Format] = {
             ("fp32", "fp16"),
             "coreml",
             "CoreML mlprogram for iOS 16+, image or tensor I/O, enumerated or range shapes",
+            "baryir.runtimes.backends.coreml_runner:CoreMLRunner",
             {"coreml_io": "image", "coreml_flexible": "enumerated", "coreml_weights": "float"},
             runs_on=("Darwin",),
         ),
@@ -109,12 +113,15 @@ FORMATS: dict[str, Format] = {
             ("fp32", "fp16", "int8"),
             "openvino",
             "OpenVINO IR (xml + bin), dynamic height/width; fp16 compresses weights",
+            "baryir.runtimes.backends.openvino_runner:OpenVINORunner",
         ),
     )
 }
 BY_BACKEND: dict[str, Format] = {f.backend: f for f in FORMATS.values()}
 #: Every runner name: PyTorch for checkpoints, then one per format.
 BACKEND_NAMES = ("torch", *BY_BACKEND)
+#: The runner of checkpoints (no export format: the model file itself).
+TORCH_RUNNER = "baryir.runtimes.backends.torch_runner:TorchRunner"
 
 
 def needs_extra(what: str, extra: str, note: str = "") -> str:

@@ -22,6 +22,7 @@ import torch
 from baryir.formats import DEGRADATION_NAME, INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE, needs_extra
 
 from .common import ExportContext
+from .coreml_compression import compress_weights
 from .wrapper import DeploymentModel
 
 #: MIL ops kept in float32 under FP16 compute precision (reductions and what feeds off them).
@@ -65,7 +66,7 @@ def export_coreml(
     weights: str = "float",
 ) -> dict:
     """Convert the deployment graph and save ``model.mlpackage`` at ``path``; ``weights``
-    compresses the weights (int8, pal6, pal4: see :mod:`quantize.coreml_compression`)."""
+    compresses the weights (int8, pal6, pal4: see :mod:`.coreml_compression`)."""
     ct = _require()
     if io not in ("image", "tensor"):
         raise ValueError(f"io must be 'image' or 'tensor', not {io!r}")
@@ -114,8 +115,6 @@ def export_coreml(
         }
     )
     if weights != "float":
-        from baryir.quantize.coreml_compression import compress_weights
-
         mlmodel = compress_weights(mlmodel, weights)
         mlmodel.user_defined_metadata["baryir.weights"] = weights
     dtypes = op_dtypes(mlmodel)

@@ -19,6 +19,7 @@ import torch
 from baryir.formats import DEGRADATION_NAME, INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE, needs_extra
 
 from .common import ExportContext, validate_runner, validation_image, validation_sizes
+from .onnx_qdq import fold_weight_quantizers, qdq_export_mode
 from .wrapper import AnalysisModel, DeploymentModel, reference_outputs
 
 OPSET = 17
@@ -43,8 +44,6 @@ def export_onnx(ctx: ExportContext, precision: str, path: Path, analysis: Path |
     if precision not in _DTYPES:
         raise ValueError(f"ONNX precision must be one of {sorted(_DTYPES)}, not {precision!r}")
     if precision == "int8":
-        from baryir.quantize.onnx_qdq import qdq_export_mode
-
         export_mode = qdq_export_mode(ctx.model)
     else:
         export_mode = contextlib.nullcontext()
@@ -85,8 +84,6 @@ def _finish(ctx: ExportContext, precision: str, path: Path) -> int:
     onnx, _, onnxslim = _require()
     graph = onnx.load(str(path))
     if precision == "int8":
-        from baryir.quantize.onnx_qdq import fold_weight_quantizers
-
         graph = fold_weight_quantizers(graph)
     graph = onnxslim.slim(graph)
     graph = onnx.shape_inference.infer_shapes(graph, strict_mode=True)

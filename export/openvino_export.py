@@ -4,7 +4,7 @@
 decompresses them and computes at its inference precision). Validation forces the CPU
 plugin to ``f32``: on CPUs with AMX/AVX512-BF16 it silently computes in bf16 otherwise.
 ``int8`` reads the Q/DQ ONNX of the quantized model (FakeQuantize in the IR) with its weights
-requantized to 7 bits (:func:`baryir.quantize.onnx_qdq.halve_weight_range`): CPUs without VNNI
+requantized to 7 bits (:func:`.onnx_qdq.halve_weight_range`): CPUs without VNNI
 (AVX2 only) saturate int16 pair sums with full-range 8-bit weights, and one artifact must be
 right on every CPU class. Its float parts (the ignored scope) compute at the inference
 precision the runner sets (f32 unless asked otherwise).
@@ -22,6 +22,7 @@ from baryir.formats import DEGRADATION_NAME, INPUT_NAME, OUTPUT_NAME, needs_extr
 from baryir.runtimes.compare import compare, compare_degradation
 
 from .common import ExportContext, validation_image, validation_sizes
+from .onnx_qdq import CPU_WEIGHT_LEVELS, halve_weight_range
 from .wrapper import DeploymentModel, reference_outputs
 
 
@@ -43,8 +44,6 @@ def export_openvino(ctx: ExportContext, precision: str, path: Path) -> dict:
         if not source.exists():
             raise FileNotFoundError(f"{source}: OpenVINO int8 converts the Q/DQ ONNX; export ONNX int8 first")
         import onnx
-
-        from baryir.quantize.onnx_qdq import CPU_WEIGHT_LEVELS, halve_weight_range
 
         graph = onnx.load(str(source))
         halved = halve_weight_range(graph)

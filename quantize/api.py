@@ -10,7 +10,6 @@ from pathlib import Path
 from baryir.checkpoints import file_sha256, load_model, resolve_model_path
 from baryir.evaluate import EvalItem
 from baryir.io.atomic import atomic_write, refuse_overwriting_inputs
-from baryir.options import BaryLossWeights, TrainOptions
 
 from .calibration import calibration_batches
 from .checkpoint import load_quantized, save_quantized
@@ -47,29 +46,7 @@ def run_quantize(opts: QuantizeOptions, validation: list[EvalItem] | None = None
         save_quantized(quantized, target, scheme, {"method": "ptq", **provenance})
         summary["ptq_seconds"] = round(time.time() - start, 1)
     if opts.method == "qat":
-        train_opts = TrainOptions(
-            data=opts.data,
-            out=str(out),
-            tasks=opts.tasks,
-            loss=opts.loss,
-            steps=opts.steps,
-            batch_size=opts.batch_size,
-            patch_size=opts.patch_size,
-            content_haze=opts.content_haze,
-            content_variety=opts.content_variety,
-            lr=opts.lr,
-            schedule="cosine",
-            warmup=min(20, opts.steps // 10),
-            weights=BaryLossWeights(),
-            precision="fp32",
-            device=opts.device,
-            seed=opts.seed,
-            workers=opts.workers,
-            val_every=opts.val_every,
-            ckpt_every=opts.ckpt_every,
-            resume=opts.resume,
-            progress=opts.progress,
-        )
+        train_opts = opts.train_options()
         QATTrainer(train_opts, quantized, scheme, fp32, opts.distill, provenance, validation).fit()
     summary["seconds"] = round(time.time() - start, 1)
     atomic_write(out / "quantize.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from baryir.data.tasks import THREE_TASK_SAFE
+from baryir.options import TrainOptions
 
 from .scheme import DEFAULT_IGNORED
 
@@ -36,3 +37,15 @@ class QuantizeOptions:
     val_every: int = 100
     resume: bool = False
     progress: bool = True
+
+    def train_options(self) -> TrainOptions:
+        """The QAT fine-tune's options: every field both dataclasses name is taken from here; QAT
+        itself fixes a cosine schedule with a short warm-up, the paper's loss weights (the
+        default) and FP32 (fake quantization is not autocast-safe)."""
+        shared = {f.name for f in fields(TrainOptions)} & {f.name for f in fields(self)}
+        return TrainOptions(
+            **{name: getattr(self, name) for name in shared},
+            schedule="cosine",
+            warmup=min(20, self.steps // 10),
+            precision="fp32",
+        )

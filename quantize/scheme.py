@@ -9,10 +9,11 @@
   scale is kept; a non-negative tensor then uses 128 of the 256 levels). QAT starts from
   there, so it trains with the levels that deploy.
 - Preset PERFORMANCE (symmetric activations; MIXED would make them asymmetric).
-- Overflow fix: DISABLED. NNCF's fix halves the weight range (7-bit weights) to avoid a
-  saturation in the pre-VNNI int8 instructions of old Intel CPUs. Our targets (TensorRT GPUs,
-  the Neural Engine, CPUs with VNNI/AMX such as this one) do not saturate, and the fix would
-  cost every target a weight bit.
+- Overflow fix: DISABLED in NNCF. Its fix halves the weight range (7-bit weights) for every
+  target, to avoid the saturating int16 pair sums of x86 CPUs without VNNI. GPUs and the Neural
+  Engine do not saturate, so the quantized model keeps 8-bit weights and only the OpenVINO
+  export, which must be right on every CPU class, requantizes them to 7 bits
+  (:func:`baryir.export.onnx_qdq.halve_weight_range`, docs/int8-cpus.md).
 - Ignored scopes (kept in floating point on every backend), see :data:`IGNORED_SCOPES`;
   the default was chosen by the scope ablation in docs/quantization.md and INT8 report (``scripts/int8_report.py``
   over PTQ/QAT checkpoints made with each ``baryir quantize --ignored``).

@@ -45,6 +45,12 @@ class Runner(ABC):
     #: Why the model has no degradation output, where that is known (a refused readout).
     degradation_note: str | None = None
 
+    @classmethod
+    def open(cls, path: str, device: str | None, precision: str | None, manifest: dict) -> Runner:
+        """A runner for the artifact at ``path`` (a checkpoint for PyTorch) with its manifest ({}
+        without one): what ``load_runner`` calls. Each backend states its own defaults here."""
+        return cls(path, device, precision)
+
     @abstractmethod
     def run(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) float32 in [0, 1] -> restored, same shape; H, W multiples of 8."""

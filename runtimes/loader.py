@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
-from baryir.formats import BACKEND_NAMES, DEGRADATION_NAME, FORMATS, format_of_file
+from baryir.formats import BACKEND_NAMES, BY_BACKEND, DEGRADATION_NAME, FORMATS, TORCH_RUNNER, format_of_file
 from baryir.io.text import clip
 
 from .base import Runner
@@ -121,26 +122,13 @@ def degradation_classes(manifest: dict) -> tuple[str, ...]:
     return tuple(classes)
 
 
+def runner_class(backend: str) -> type[Runner]:
+    """The runner class of ``backend``, named by the format table and imported only now (so an
+    optional backend's library is needed only by whoever opens it)."""
+    spec = TORCH_RUNNER if backend == "torch" else BY_BACKEND[backend].runner
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def _open(backend: str, path: Path | str, device: str | None, precision: str | None, manifest: dict) -> Runner:
-    built = manifest.get("precision")
-    if backend == "torch":
-        from .backends.torch_runner import TorchRunner
-
-        return TorchRunner(str(path), device, precision)
-    if backend == "onnxruntime":
-        from .backends.onnxruntime_runner import OnnxRuntimeRunner
-
-        analysis = manifest.get("analysis_artifact")
-        analysis = str(artifact_inside(Path(path).parent, analysis)) if analysis is not None else None
-        return OnnxRuntimeRunner(str(path), device, built or precision or "fp32", analysis=analysis)
-    if backend == "openvino":
-        from .backends.openvino_runner import OpenVINORunner
-
-        return OpenVINORunner(str(path), device, precision, quantized=built == "int8")
-    if backend == "tensorrt":
-        from .backends.tensorrt_runner import TensorRTRunner
-
-        return TensorRTRunner(str(path), device, built or "fp32")
-    from .backends.coreml_runner import CoreMLRunner
-
-    return CoreMLRunner(str(path), device, built or "fp16", manifest.get("io", "image"))
+    return runner_class(backend).open(str(path), device, precision, manifest)

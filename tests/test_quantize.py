@@ -229,7 +229,7 @@ def test_parity_int8_rows(ptq, int8_exports, float_path, tmp_path, photo_dir):
 
 
 def test_fold_weight_quantizers_matches_quantize_linear():
-    from baryir.quantize.onnx_qdq import fold_weight_quantizers
+    from baryir.export.onnx_qdq import fold_weight_quantizers
 
     w = np.random.default_rng(0).normal(size=(4, 3, 1, 1)).astype(np.float32)
     scale = (np.abs(w).reshape(4, -1).max(1) / 127).astype(np.float32)
@@ -265,7 +265,7 @@ def coreml_float(float_path, tmp_path_factory):
 
 @pytest.mark.parametrize("mode, op", [("int8", "constexpr_affine_dequantize"), ("pal4", "constexpr_lut_to_dense")])
 def test_coreml_weight_compression(float_path, coreml_float, tmp_path, mode, op):
-    from baryir.quantize.coreml_compression import compressed_ops
+    from baryir.export.coreml_compression import compressed_ops
 
     float_dir, small_dir = coreml_float, tmp_path / "small"
     export_model(

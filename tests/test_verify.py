@@ -149,7 +149,7 @@ def _conv_qdq(weights: np.ndarray) -> onnx.ModelProto:
 
 _AVX2_SCRIPT = """
 import sys, numpy as np, onnx, onnxruntime as ort, openvino as ov
-from baryir.quantize.onnx_qdq import halve_weight_range
+from baryir.export.onnx_qdq import halve_weight_range
 x = np.random.default_rng(1).choice([-1.0, 1.0], size=(1, 32, 16, 16)).astype(np.float32)
 for name in ("full", "halved"):
     model = onnx.load(sys.argv[1])

@@ -236,7 +236,11 @@ def _add_runner_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="default, a checkpoint, or an exported artifact/folder")
     p.add_argument("--backend", default="auto", choices=["auto", *BACKEND_NAMES])
     p.add_argument("--device", help="cpu/cuda (torch), cpu/cuda/tensorrt/coreml (onnxruntime), CPU/GPU/NPU (openvino)")
-    p.add_argument("--precision", help="fp32/fp16/bf16 where the backend can choose (default: the artifact's)")
+    p.add_argument(
+        "--precision",
+        help="fp32/fp16/bf16 where the backend can choose, int8+bf16 for an OpenVINO INT8 IR with its float "
+        "parts in bf16 (default: the artifact's)",
+    )
     p.add_argument(
         "--tile",
         type=int,

@@ -27,6 +27,11 @@ class CoreMLRunner(Runner):
         self.io = io
         self.info = RunnerInfo("coreml", f"coreml compute units {_UNITS[device]}", precision, path)
 
+    @classmethod
+    def open(cls, path: str, device: str | None, precision: str | None, manifest: dict) -> CoreMLRunner:
+        """The program's precision and I/O flavour are the manifest's (fp16 and image by default)."""
+        return cls(path, device, manifest.get("precision") or "fp16", manifest.get("io", "image"))
+
     @property
     def output_names(self) -> tuple[str, ...]:
         return tuple(o.name for o in self.model.get_spec().description.output)

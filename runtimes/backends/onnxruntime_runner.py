@@ -59,6 +59,15 @@ class OnnxRuntimeRunner(Runner):
         options.intra_op_num_threads = self.threads
         return options
 
+    @classmethod
+    def open(cls, path: str, device: str | None, precision: str | None, manifest: dict) -> OnnxRuntimeRunner:
+        """The graph's precision is the manifest's; its encoder-only graph, if it has one, runs ``analyze``."""
+        from ..loader import artifact_inside
+
+        analysis = manifest.get("analysis_artifact")
+        analysis = str(artifact_inside(Path(path).parent, analysis)) if analysis is not None else None
+        return cls(path, device, manifest.get("precision") or precision or "fp32", analysis=analysis)
+
     @property
     def output_names(self) -> tuple[str, ...]:
         return tuple(o.name for o in self.session.get_outputs())

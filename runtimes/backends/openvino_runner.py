@@ -67,6 +67,11 @@ class OpenVINORunner(Runner):
             self.requests[()] = compiled.create_infer_request()
         self.info = RunnerInfo("openvino", device, label, path)
 
+    @classmethod
+    def open(cls, path: str, device: str | None, precision: str | None, manifest: dict) -> OpenVINORunner:
+        """An INT8 IR (the manifest says so) compiles static, with float parts at ``precision``."""
+        return cls(path, device, precision, quantized=manifest.get("precision") == "int8")
+
     def _request(self, shape: tuple[int, ...], analysis: bool = False):
         key = (shape if self.static else ()) + (("analysis",) if analysis else ())
         if key not in self.requests:

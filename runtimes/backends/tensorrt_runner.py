@@ -37,6 +37,11 @@ class TensorRTRunner(Runner):
         name = torch.cuda.get_device_name(self.device)
         self.info = RunnerInfo("tensorrt", f"cuda ({name}), TensorRT {trt.__version__}", precision, path)
 
+    @classmethod
+    def open(cls, path: str, device: str | None, precision: str | None, manifest: dict) -> TensorRTRunner:
+        """An engine's precision is the one it was built at (the manifest's)."""
+        return cls(path, device, manifest.get("precision") or "fp32")
+
     @property
     def output_names(self) -> tuple[str, ...]:
         return self._outputs

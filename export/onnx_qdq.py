@@ -1,4 +1,5 @@
-"""ONNX Q/DQ graphs from NNCF-quantized models, in the form TensorRT and ONNX Runtime expect."""
+"""ONNX Q/DQ graphs from NNCF-quantized models, in the form TensorRT and ONNX Runtime expect
+(export-time graph transforms of the INT8 ONNX and OpenVINO exports)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from contextlib import contextmanager
 import numpy as np
 from torch import nn
 
-from .scheme import quantizers
+from baryir.quantize.scheme import quantizers
 
 
 @contextmanager
