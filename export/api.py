@@ -38,12 +38,7 @@ def _onnx(ctx: ExportContext, precision: str, tmp: Path, validate: bool, large: 
 def _openvino(ctx: ExportContext, precision: str, tmp: Path, validate: bool, large: bool) -> dict:
     from .openvino_export import export_openvino, validate_openvino
 
-    if precision == "int8":  # the IR is read from the Q/DQ ONNX, so both share one set of int8 weights
-        from .onnx_export import export_onnx
-
-        export_onnx(ctx, precision, tmp / "model-qdq.onnx")
     facts = export_openvino(ctx, precision, tmp / "model.xml")
-    (tmp / "model-qdq.onnx").unlink(missing_ok=True)
     if validate:
         facts["validation"] = validate_openvino(ctx, precision, tmp / "model.xml", large)
     return {**facts, "libraries": export_versions("openvino")}

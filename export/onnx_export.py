@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 
 from baryir.formats import DEGRADATION_NAME, INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE, needs_extra
+from baryir.runtimes.backends.onnxruntime_runner import OnnxRuntimeRunner
+from baryir.runtimes.compare import compare_degradation
 
 from .common import ExportContext, validate_runner, validation_image, validation_sizes
 from .onnx_qdq import fold_weight_quantizers, qdq_export_mode
@@ -107,9 +109,6 @@ def validate_onnx(
 ) -> list[dict]:
     """Compare ONNX Runtime (CPU) with PyTorch FP32 at several sizes; one row per size. With an
     ``analysis`` graph, a row's ``degradation_max_abs`` is the larger of the two graphs'."""
-    from baryir.runtimes.backends.onnxruntime_runner import OnnxRuntimeRunner
-    from baryir.runtimes.compare import compare_degradation
-
     sizes = validation_sizes(large)
     with OnnxRuntimeRunner(str(path), "cpu", precision) as runner:
         rows = validate_runner(ctx, runner, sizes)

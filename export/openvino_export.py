@@ -12,6 +12,7 @@ precision the runner sets (f32 unless asked otherwise).
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -19,9 +20,11 @@ import numpy as np
 import torch
 
 from baryir.formats import DEGRADATION_NAME, INPUT_NAME, OUTPUT_NAME, needs_extra
+from baryir.runtimes.backends.openvino_runner import compile_openvino
 from baryir.runtimes.compare import compare, compare_degradation
 
 from .common import ExportContext, validation_image, validation_sizes
+from .onnx_export import export_onnx
 from .onnx_qdq import CPU_WEIGHT_LEVELS, halve_weight_range
 from .wrapper import DeploymentModel, reference_outputs
 
@@ -40,15 +43,7 @@ def export_openvino(ctx: ExportContext, precision: str, path: Path) -> dict:
     if precision not in ("fp32", "fp16", "int8"):
         raise ValueError(f"OpenVINO precision must be fp32, fp16 or int8, not {precision!r}")
     if precision == "int8":
-        source = path.with_name("model-qdq.onnx")
-        if not source.exists():
-            raise FileNotFoundError(f"{source}: OpenVINO int8 converts the Q/DQ ONNX; export ONNX int8 first")
-        import onnx
-
-        graph = onnx.load(str(source))
-        halved = halve_weight_range(graph)
-        onnx.save(graph, str(source))
-        model = ov.convert_model(str(source))
+        model, halved = _int8_from_qdq(ctx, ov)
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -69,11 +64,23 @@ def export_openvino(ctx: ExportContext, precision: str, path: Path) -> dict:
     return {"weights": {"fp32": "float32", "fp16": "float16"}[precision], "rewrites": list(ctx.rewrites)}
 
 
+def _int8_from_qdq(ctx: ExportContext, ov) -> tuple[object, int]:
+    """The INT8 IR from the model's Q/DQ ONNX (so ONNX and OpenVINO share one set of int8
+    weights), its weights requantized to 7 bits; returns (model, tensors requantized)."""
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "model-qdq.onnx"
+        export_onnx(ctx, "int8", source)
+        graph = onnx.load(str(source))
+        halved = halve_weight_range(graph)
+        onnx.save(graph, str(source))
+        return ov.convert_model(str(source)), halved
+
+
 def validate_openvino(ctx: ExportContext, precision: str, path: Path, large: bool = False) -> list[dict]:
     """Max abs error against PyTorch FP32 at f32 inference precision and, for contrast, at
     the CPU plugin's default precision."""
-    from baryir.runtimes.backends.openvino_runner import compile_openvino
-
     core = _require().Core()
     model = core.read_model(str(path))
     cache: dict = {}

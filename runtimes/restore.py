@@ -157,7 +157,7 @@ def restore_file(
     not restored: the file is copied through byte for byte (or its pixels written unchanged in
     the ``--format`` asked for)."""
     if IMAGE_CODECS.get(out_path.suffix.lower()) is None:
-        return RestoreResult(str(path), error=f"cannot write {out_path.suffix!r}; use --format png")
+        return RestoreResult(str(path), error=f"cannot write {out_path.suffix!r}; use --image-format png")
     picture = read_input(path)
     if isinstance(picture, str):
         return RestoreResult(str(path), error=picture)

@@ -90,7 +90,7 @@ def test_restore_keeps_16_bit_colour_and_converts_grey_16_for_jpeg(model_path, t
     assert _restore(model_path, src / "rgb16.png", "-o", tmp_path / "a") == 0
     out = read_image(tmp_path / "a" / "rgb16.png")
     assert out.rgb.dtype == np.uint16 and np.any(out.rgb % 257)  # not 8-bit values scaled up
-    assert _restore(model_path, src / "grey16.png", "-o", tmp_path / "b", "--format", "jpg") == 0
+    assert _restore(model_path, src / "grey16.png", "-o", tmp_path / "b", "--image-format", "jpg") == 0
     assert "16-bit reduced to 8-bit" in capsys.readouterr().err
     grey = np.asarray(Image.open(tmp_path / "b" / "grey16.jpg"))
     assert grey.ndim == 2 and 40 < grey.mean() < 110  # about 0.3 of white, not white

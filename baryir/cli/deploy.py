@@ -279,7 +279,13 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
         help="append this to each output's name (photo.png -> photo_restored.png with _restored), e.g. to "
         "write into the inputs' own folder; outputs never replace inputs",
     )
-    p.add_argument("--format", choices=["png", "jpg", "tif", "bmp", "webp"], help="write this format instead")
+    p.add_argument(
+        "--image-format",
+        "--format",
+        dest="format",
+        choices=["png", "jpg", "tif", "bmp", "webp"],
+        help="write this image format instead of each input's (--format is the older spelling)",
+    )
     p.set_defaults(func=cmd_restore)
 
 
