@@ -171,6 +171,8 @@ def restore_file(
         restored = with_memory_fallback(runner.restore, picture.rgb, tiling)
     except MemoryError as e:
         return RestoreResult(str(path), error=f"{e}; try a smaller --tile or --memory-mb")
+    except ValueError as e:  # the model's answer for this photo is unusable (not finite, ...)
+        return RestoreResult(str(path), error=str(e))
     result = dataclasses.replace(picture, rgb=restored, notes=[])
     try:
         notes = write_image(result, out_path)
@@ -220,4 +222,6 @@ def analyze_file(
         scores = with_memory_fallback(runner.analyze, picture.rgb, tiling_for(picture, tiling, auto))
     except MemoryError as e:
         return Analysis(str(path), error=f"{e}; try a smaller --tile or --memory-mb")
+    except ValueError as e:  # the model's answer for this photo is unusable (not finite, ...)
+        return Analysis(str(path), error=str(e))
     return Analysis(str(path), label_of(scores), scores)

@@ -323,3 +323,23 @@ def test_analyze_and_skip_clean_run_without_torch(analysing_exports, photo_dir, 
         assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((tmp_path / "a.json").read_text())["results"][0]["label"] in DEGRADATION_CLASSES
     assert (tmp_path / "out" / "img2.png").exists()
+
+
+def test_a_manifest_cannot_point_analysis_outside_its_folder_or_at_nothing(analysing_exports, tmp_path):
+    import shutil
+
+    folder, _ = analysing_exports
+    artifact = tmp_path / "onnx-fp32"
+    shutil.copytree(folder / "onnx-fp32", artifact)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    for name, error in (("../../etc/passwd", "not a file name inside"), ("gone.onnx", "missing")):
+        (artifact / "manifest.json").write_text(json.dumps({**manifest, "analysis_artifact": name}))
+        with pytest.raises((ValueError, FileNotFoundError), match=error):
+            load_runner(artifact, verify=False)
+
+
+def test_tiny_and_16_bit_photos_are_analysed(analysing_model):
+    runner = load_runner(analysing_model)
+    for image in (np.full((1, 1, 3), 200, np.uint8), np.full((5, 13, 3), 40000, np.uint16)):
+        scores = runner.analyze(image)
+        assert abs(sum(scores.values()) - 1) < 1e-5

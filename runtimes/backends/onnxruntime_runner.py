@@ -64,9 +64,13 @@ class OnnxRuntimeRunner(Runner):
         """The graph's precision is the manifest's; its encoder-only graph, if it has one, runs ``analyze``."""
         from ..loader import artifact_inside
 
-        analysis = manifest.get("analysis_artifact")
-        analysis = str(artifact_inside(Path(path).parent, analysis)) if analysis is not None else None
-        return cls(path, device, manifest.get("precision") or precision or "fp32", analysis=analysis)
+        name = manifest.get("analysis_artifact")
+        analysis = artifact_inside(Path(path).parent, name) if name is not None else None
+        if analysis is not None and not analysis.is_file():
+            raise FileNotFoundError(f"{analysis}: the manifest names it but it is missing; export the artifact again")
+        return cls(
+            path, device, manifest.get("precision") or precision or "fp32", analysis=str(analysis) if analysis else None
+        )
 
     @property
     def output_names(self) -> tuple[str, ...]:
