@@ -52,8 +52,10 @@ class Format:
     precisions: tuple[str, ...]
     needs: str  # pip extra that provides the exporter and the runtime
     description: str
+    exporter: str  # "module:function" of its exporter, imported only when it exports
     runner: str  # "module:Class" of its runner, imported only when one is opened (optional backends)
     options: dict[str, Any] = field(default_factory=dict)  # export options only this format takes, with defaults
+    precision_at_runtime: bool = False  # the runtime picks the compute precision (else the graph fixes it)
     runs_on: tuple[str, ...] = ()  # platform.system() values its runtime predicts on (empty: any)
 
     def cannot_run_here(self) -> str | None:
@@ -77,6 +79,7 @@ FORMATS: dict[str, Format] = {
             ("fp32", "fp16", "int8"),
             "onnx",
             "ONNX (opset 17), dynamic batch/height/width; fp16 keeps the sensitive reductions in fp32",
+            "baryir.export.onnx_export:export_artifact",
             "baryir.runtimes.backends.onnxruntime_runner:OnnxRuntimeRunner",
         ),
         Format(
@@ -88,6 +91,7 @@ FORMATS: dict[str, Format] = {
             ("fp32", "fp16", "int8"),
             "tensorrt",
             "TensorRT engine built from the ONNX of the same precision (strongly typed), on an NVIDIA GPU",
+            "baryir.export.tensorrt_export:export_artifact",
             "baryir.runtimes.backends.tensorrt_runner:TensorRTRunner",
             {"max_batch": 1},
         ),
@@ -100,6 +104,7 @@ FORMATS: dict[str, Format] = {
             ("fp32", "fp16"),
             "coreml",
             "CoreML mlprogram for iOS 16+, image or tensor I/O, enumerated or range shapes",
+            "baryir.export.coreml_export:export_artifact",
             "baryir.runtimes.backends.coreml_runner:CoreMLRunner",
             {"coreml_io": "image", "coreml_flexible": "enumerated", "coreml_weights": "float"},
             runs_on=("Darwin",),
@@ -113,7 +118,9 @@ FORMATS: dict[str, Format] = {
             ("fp32", "fp16", "int8"),
             "openvino",
             "OpenVINO IR (xml + bin), dynamic height/width; fp16 compresses weights",
+            "baryir.export.openvino_export:export_artifact",
             "baryir.runtimes.backends.openvino_runner:OpenVINORunner",
+            precision_at_runtime=True,
         ),
     )
 }

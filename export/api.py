@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from baryir.checkpoints import file_sha256, load_model, resolve_model_path
-from baryir.formats import FORMATS, Format, artifact_bytes, export_options, parse_request
+from baryir.formats import Format, artifact_bytes, export_options, parse_request
 from baryir.io.atomic import refuse_overwriting_inputs
 from baryir.model.rewrites import DEPLOYMENT_REWRITES
 from baryir.runtimes.compare import check_tolerance
@@ -14,123 +16,20 @@ from baryir.runtimes.compare import check_tolerance
 from .common import (
     DEFAULT_SHAPES,
     ExportContext,
+    ExportValidationError,
     atomic_artifact,
-    export_versions,
-    validate_runner,
     write_golden,
     write_manifest,
 )
 
-
-class ExportValidationError(RuntimeError):
-    """An artifact missed its tolerance against PyTorch; it was not written."""
+__all__ = ["ExportValidationError", "export_model", "exporter_of", "source_checkpoint"]
 
 
-def _onnx(ctx: ExportContext, precision: str, tmp: Path, validate: bool, large: bool) -> dict:
-    from .onnx_export import export_onnx, validate_onnx
-
-    facts = export_onnx(ctx, precision, tmp / "model.onnx", analysis=tmp / "analyze.onnx")
-    if validate:
-        facts["validation"] = validate_onnx(ctx, precision, tmp / "model.onnx", large, tmp / "analyze.onnx")
-    return {**facts, "libraries": export_versions("onnx", "onnxruntime", "onnxslim")}
-
-
-def _openvino(ctx: ExportContext, precision: str, tmp: Path, validate: bool, large: bool) -> dict:
-    from .openvino_export import export_openvino, validate_openvino
-
-    facts = export_openvino(ctx, precision, tmp / "model.xml")
-    if validate:
-        facts["validation"] = validate_openvino(ctx, precision, tmp / "model.xml", large)
-    return {**facts, "libraries": export_versions("openvino")}
-
-
-def _not_validated_here(reason: str, instead: str) -> dict:
-    """Manifest facts for an artifact whose runtime is not on this machine: no numbers under its name."""
-    return {
-        "validation": [],
-        "validated_here": False,
-        "validation_note": f"not validated here ({reason}); checked instead: {instead}. "
-        "Run `baryir verify` on the target device.",
-    }
-
-
-def _coreml(ctx: ExportContext, precision: str, tmp: Path, validate: bool, large: bool) -> dict:
-    from .coreml_export import export_coreml, spec_summary
-
-    opts = ctx.options
-    facts = export_coreml(
-        ctx,
-        precision,
-        tmp / "model.mlpackage",
-        io=opts["coreml_io"],
-        flexible=opts["coreml_flexible"],
-        weights=opts["coreml_weights"],
-    )
-    facts["spec"] = spec_summary(tmp / "model.mlpackage")
-    facts["prediction_validated"] = False  # CoreML prediction runs on macOS only
-    reason = FORMATS["coreml"].cannot_run_here()
-    if reason:
-        facts.update(_not_validated_here(reason, "the converted program's spec"))
-    if validate and reason is None and facts["io"] == "tensor":
-        from baryir.runtimes.compare import compare
-
-        from .common import validation_image
-        from .coreml_export import predict_coreml
-        from .wrapper import reference_output
-
-        h, w = ctx.shapes[0]
-        image = validation_image(h, w)
-        out = predict_coreml(tmp / "model.mlpackage", image.numpy())
-        facts["validation"] = [{"size": [h, w], **compare(out, reference_output(ctx.model, image).numpy())}]
-        facts["prediction_validated"] = True
-    return {**facts, "libraries": export_versions("coremltools")}
-
-
-def _tensorrt(ctx: ExportContext, precision: str, tmp: Path, validate: bool, large: bool) -> dict:
-    from .onnx_export import export_onnx, validate_onnx
-    from .tensorrt_export import (
-        build_engine,
-        check_onnx_for_tensorrt,
-        profile_from_shapes,
-        tensorrt_available,
-        trtexec_command,
-        validate_profile,
-    )
-
-    profile = profile_from_shapes(ctx.shapes, ctx.options["max_batch"])
-    problems = validate_profile(profile)
-    export_onnx(ctx, precision, tmp / "model.onnx")
-    problems += check_onnx_for_tensorrt(tmp / "model.onnx")
-    if problems:
-        raise ExportValidationError(f"the ONNX for TensorRT fails static checks: {problems}")
-    facts: dict = {"profile": profile.__dict__, "static_checks": "passed"}
-    if validate:  # the graph TensorRT will run, checked in ONNX Runtime (never reported as TensorRT's)
-        facts["onnx_validation"] = validate_onnx(ctx, precision, tmp / "model.onnx", large)
-    command = trtexec_command("model.onnx", "model.engine", profile)
-    (tmp / "build_engine.sh").write_text(f"#!/bin/sh\n# Build the engine on the target device.\nset -e\n{command}\n")
-    reason = tensorrt_available()
-    if reason is None:
-        facts.update(
-            build_engine(tmp / "model.onnx", tmp / "model.engine", [profile], timing_cache=tmp / "timing.cache")
-        )
-        facts["engine_built"] = True
-        if validate:
-            from baryir.runtimes.backends.tensorrt_runner import TensorRTRunner
-
-            with TensorRTRunner(str(tmp / "model.engine"), None, precision) as runner:
-                facts["validation"] = validate_runner(ctx, runner, list(ctx.shapes))
-    else:
-        facts.update(engine_built=False, reason=f"{reason}: run build_engine.sh on the target")
-        facts.update(
-            _not_validated_here(
-                reason, "the same ONNX graph in ONNX Runtime (onnx_validation) and TensorRT's static ONNX checks"
-            )
-        )
-    facts["trtexec"] = command
-    return {**facts, "libraries": export_versions("onnx", "onnxruntime", "tensorrt")}
-
-
-_EXPORTERS = {"onnx": _onnx, "openvino": _openvino, "coreml": _coreml, "tensorrt": _tensorrt}
+def exporter_of(fmt: Format) -> Callable[[ExportContext, str, Path, bool, bool], dict]:
+    """The format's exporter, named by the format table and imported only now (its library is
+    needed only by whoever exports that format): ``(ctx, precision, folder, validate, large) -> facts``."""
+    module, _, name = fmt.exporter.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def source_checkpoint(model: str | Path, precision: str) -> Path:
@@ -185,7 +84,7 @@ def export_model(
         folder = Path(out_dir) / f"{fmt.name}-{precision}"
         start = time.perf_counter()
         with atomic_artifact(folder) as tmp:
-            facts = _EXPORTERS[fmt.name](ctx, precision, tmp, validate, large)
+            facts = exporter_of(fmt)(ctx, precision, tmp, validate, large)
             # a graph checked in another runtime (TensorRT's ONNX in ONNX Runtime) is judged too
             failures = check_tolerance(precision, facts.get("validation", []) + facts.get("onnx_validation", []))
             if failures:

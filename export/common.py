@@ -29,6 +29,20 @@ DEFAULT_SHAPES: tuple[tuple[int, int], ...] = ((256, 256), (480, 640), (720, 128
 GOLDEN_EXAMPLE = EXAMPLES_DIR / "rain.png"
 
 
+class ExportValidationError(RuntimeError):
+    """An artifact missed its tolerance against PyTorch (or a static check); it was not written."""
+
+
+def not_validated_here(reason: str, instead: str) -> dict:
+    """Manifest facts for an artifact whose runtime is not on this machine: no numbers under its name."""
+    return {
+        "validation": [],
+        "validated_here": False,
+        "validation_note": f"not validated here ({reason}); checked instead: {instead}. "
+        "Run `baryir verify` on the target device.",
+    }
+
+
 @dataclass
 class ExportContext:
     """The model being exported and the facts every manifest repeats."""

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from baryir.formats import DEGRADATION_NAME, INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE, needs_extra
+from baryir.formats import DEGRADATION_NAME, FORMATS, INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE, needs_extra
+from baryir.runtimes.backends.coreml_runner import CoreMLRunner
 
-from .common import ExportContext
+from .common import ExportContext, export_versions, not_validated_here, validate_runner
 from .coreml_compression import compress_weights
 from .wrapper import DeploymentModel
 
@@ -161,8 +162,22 @@ def spec_summary(path: Path) -> dict:
     return summary
 
 
-def predict_coreml(path: Path, image: np.ndarray) -> np.ndarray:
-    """Run a tensor-flavour mlpackage (macOS only): (1, 3, H, W) float32 in, same out."""
-    ct = _require()
-    model = ct.models.MLModel(str(path))
-    return np.asarray(model.predict({INPUT_NAME: image})[OUTPUT_NAME])
+def export_artifact(ctx: ExportContext, precision: str, folder: Path, validate: bool, large: bool) -> dict:
+    """The CoreML artifact in ``folder`` (``model.mlpackage``) with its spec read back; its
+    prediction is validated through the CoreML runner on macOS (tensor I/O: image I/O rounds to
+    8 bits, which the spec check covers instead)."""
+    opts = ctx.options
+    path = folder / "model.mlpackage"
+    facts = export_coreml(
+        ctx, precision, path, io=opts["coreml_io"], flexible=opts["coreml_flexible"], weights=opts["coreml_weights"]
+    )
+    facts["spec"] = spec_summary(path)
+    facts["prediction_validated"] = False
+    reason = FORMATS["coreml"].cannot_run_here()
+    if reason:
+        facts.update(not_validated_here(reason, "the converted program's spec"))
+    if validate and reason is None and facts["io"] == "tensor":
+        with CoreMLRunner(str(path), None, precision, "tensor") as runner:
+            facts["validation"] = validate_runner(ctx, runner, [ctx.shapes[0]])
+        facts["prediction_validated"] = True
+    return {**facts, "libraries": export_versions("coremltools")}

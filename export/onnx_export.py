@@ -20,7 +20,7 @@ from baryir.formats import DEGRADATION_NAME, INPUT_NAME, OUTPUT_NAME, PAD_MULTIP
 from baryir.runtimes.backends.onnxruntime_runner import OnnxRuntimeRunner
 from baryir.runtimes.compare import compare_degradation
 
-from .common import ExportContext, validate_runner, validation_image, validation_sizes
+from .common import ExportContext, export_versions, validate_runner, validation_image, validation_sizes
 from .onnx_qdq import fold_weight_quantizers, qdq_export_mode
 from .wrapper import AnalysisModel, DeploymentModel, reference_outputs
 
@@ -120,3 +120,12 @@ def validate_onnx(
                 found = compare_degradation(ours, reference_outputs(ctx.model, image)[1].numpy())
                 row["degradation_max_abs"] = max(row.get("degradation_max_abs", 0.0), found["degradation_max_abs"])
     return rows
+
+
+def export_artifact(ctx: ExportContext, precision: str, folder: Path, validate: bool, large: bool) -> dict:
+    """The ONNX artifact in ``folder``: ``model.onnx`` (and ``analyze.onnx`` with a readout),
+    validated in ONNX Runtime; the manifest's facts."""
+    facts = export_onnx(ctx, precision, folder / "model.onnx", analysis=folder / "analyze.onnx")
+    if validate:
+        facts["validation"] = validate_onnx(ctx, precision, folder / "model.onnx", large, folder / "analyze.onnx")
+    return {**facts, "libraries": export_versions("onnx", "onnxruntime", "onnxslim")}

@@ -23,7 +23,7 @@ from baryir.formats import DEGRADATION_NAME, INPUT_NAME, OUTPUT_NAME, needs_extr
 from baryir.runtimes.backends.openvino_runner import compile_openvino
 from baryir.runtimes.compare import compare, compare_degradation
 
-from .common import ExportContext, validation_image, validation_sizes
+from .common import ExportContext, export_versions, validation_image, validation_sizes
 from .onnx_export import export_onnx
 from .onnx_qdq import CPU_WEIGHT_LEVELS, halve_weight_range
 from .wrapper import DeploymentModel, reference_outputs
@@ -111,3 +111,12 @@ def validate_openvino(ctx: ExportContext, precision: str, path: Path, large: boo
             row["plugin_default"] = {"error": str(e).strip().splitlines()[-1][:200]}
         rows.append(row)
     return rows
+
+
+def export_artifact(ctx: ExportContext, precision: str, folder: Path, validate: bool, large: bool) -> dict:
+    """The OpenVINO artifact in ``folder`` (``model.xml`` + ``model.bin``), validated on the CPU
+    plugin; the manifest's facts."""
+    facts = export_openvino(ctx, precision, folder / "model.xml")
+    if validate:
+        facts["validation"] = validate_openvino(ctx, precision, folder / "model.xml", large)
+    return {**facts, "libraries": export_versions("openvino")}

@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from baryir.formats import INPUT_NAME, PAD_MULTIPLE, needs_extra
+from baryir.runtimes.backends.tensorrt_runner import TensorRTRunner
+
+from .common import ExportContext, ExportValidationError, export_versions, not_validated_here, validate_runner
+from .onnx_export import export_onnx, validate_onnx
 
 OPS_FILE = Path(__file__).with_name("tensorrt_onnx_ops.json")
 
@@ -183,3 +187,37 @@ def build_engine(
     if timing_cache:
         timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
     return {"tensorrt": trt.__version__, "profiles": [p.__dict__ for p in profiles]}
+
+
+def export_artifact(ctx: ExportContext, precision: str, folder: Path, validate: bool, large: bool) -> dict:
+    """The TensorRT artifact in ``folder``: the ONNX of the precision (static checks, validated in
+    ONNX Runtime as ``onnx_validation``), ``build_engine.sh``, and the engine with its own
+    validation where TensorRT and a GPU are here; the manifest's facts."""
+    profile = profile_from_shapes(ctx.shapes, ctx.options["max_batch"])
+    problems = validate_profile(profile)
+    export_onnx(ctx, precision, folder / "model.onnx")
+    problems += check_onnx_for_tensorrt(folder / "model.onnx")
+    if problems:
+        raise ExportValidationError(f"the ONNX for TensorRT fails static checks: {problems}")
+    facts: dict = {"profile": profile.__dict__, "static_checks": "passed"}
+    if validate:  # the graph TensorRT will run, checked in ONNX Runtime (never reported as TensorRT's)
+        facts["onnx_validation"] = validate_onnx(ctx, precision, folder / "model.onnx", large)
+    command = trtexec_command("model.onnx", "model.engine", profile)
+    (folder / "build_engine.sh").write_text(f"#!/bin/sh\n# Build the engine on the target device.\nset -e\n{command}\n")
+    reason = tensorrt_available()
+    if reason is None:
+        engine = folder / "model.engine"
+        facts.update(build_engine(folder / "model.onnx", engine, [profile], timing_cache=folder / "timing.cache"))
+        facts["engine_built"] = True
+        if validate:
+            with TensorRTRunner(str(engine), None, precision) as runner:
+                facts["validation"] = validate_runner(ctx, runner, list(ctx.shapes))
+    else:
+        facts.update(engine_built=False, reason=f"{reason}: run build_engine.sh on the target")
+        facts.update(
+            not_validated_here(
+                reason, "the same ONNX graph in ONNX Runtime (onnx_validation) and TensorRT's static ONNX checks"
+            )
+        )
+    facts["trtexec"] = command
+    return {**facts, "libraries": export_versions("onnx", "onnxruntime", "tensorrt")}

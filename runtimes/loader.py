@@ -76,10 +76,12 @@ def load_runner(
             raise ValueError(f"{artifact} is a {found} artifact; it cannot run on {backend}")
         found = backend
     built = manifest.get("precision")
-    if built and precision and found != "openvino" and precision != built:
-        raise ValueError(f"{artifact} was exported as {built}; re-export it for {precision}")
-    if built and precision and found == "openvino" and (built == "int8") != precision.startswith("int8"):
-        raise ValueError(f"{artifact} was exported as {built}; re-export it for {precision}")
+    fmt = BY_BACKEND.get(found)
+    if built and precision and fmt is not None:
+        # a graph that fixes its precision runs only that; a runtime that picks it keeps int8 int8
+        fits = (built == "int8") == precision.startswith("int8") if fmt.precision_at_runtime else precision == built
+        if not fits:
+            raise ValueError(f"{artifact} was exported as {built}; re-export it for {precision}")
     folder = artifact_folder(path) if verify and found != "torch" else None  # refused before loading
     runner = _open(found, path, device, precision, manifest)
     classes = degradation_classes(manifest)

@@ -98,7 +98,8 @@ def open_runner(artifact: str, backend: str, precision: str, torch_device: str =
     Runtime on the CPU, the others on their own device; graph-typed backends (ONNX Runtime,
     TensorRT) take the precision the artifact was exported at."""
     device = {"torch": torch_device, "onnxruntime": "cpu"}.get(backend)
-    return load_runner(artifact, backend, device, None if backend in ("onnxruntime", "tensorrt") else precision)
+    fixed = backend in BY_BACKEND and not BY_BACKEND[backend].precision_at_runtime
+    return load_runner(artifact, backend, device, None if fixed else precision)
 
 
 def runner_restore(runner) -> Restore:

@@ -357,7 +357,9 @@ def encode_image(pic: Picture, fmt: str) -> tuple[bytes, list[str]]:
         depth = np.dtype(np.uint8)
         notes.append(f"16-bit reduced to 8-bit ({fmt} holds 8 bits per channel)")
     if depth == np.uint16 and fmt == "TIFF" and not (pic.grey and alpha is None):
-        raise ImageError("16-bit colour or alpha cannot be written as TIFF here; use --image-format png (keeps 16 bits)")
+        raise ImageError(
+            "16-bit colour or alpha cannot be written as TIFF here; use --image-format png (keeps 16 bits)"
+        )
     rgb = _to_depth(rgb, depth)
     alpha = None if alpha is None else _to_depth(alpha, depth)
     colour = rgb
