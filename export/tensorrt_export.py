@@ -16,7 +16,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from baryir.formats import INPUT_NAME, PAD_MULTIPLE, needs_extra
+from baryir.formats import INPUT_NAME, PAD_MULTIPLE
 from baryir.runtimes.backends.tensorrt_runner import TensorRTRunner
 
 from .common import ExportContext, ExportValidationError, export_versions, not_validated_here, validate_runner
@@ -134,18 +134,7 @@ def trtexec_command(
 
 def tensorrt_available() -> str | None:
     """None when TensorRT and a CUDA GPU can build engines here, else the reason why not."""
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return needs_extra("TensorRT", "tensorrt", " (from NVIDIA's index), or JetPack's python3-libnvinfer")
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return "no CUDA GPU is visible"
-    except ImportError:
-        pass
-    return None
+    return TensorRTRunner.unavailable_here()
 
 
 def build_engine(

@@ -46,6 +46,12 @@ class Runner(ABC):
     degradation_note: str | None = None
 
     @classmethod
+    def unavailable_here(cls) -> str | None:
+        """Why this backend cannot run on this machine beyond its platform (checked before any
+        export is made for it), or None."""
+        return None
+
+    @classmethod
     def open(cls, path: str, device: str | None, precision: str | None, manifest: dict) -> Runner:
         """A runner for the artifact at ``path`` (a checkpoint for PyTorch) with its manifest ({}
         without one): what ``load_runner`` calls. Each backend states its own defaults here."""

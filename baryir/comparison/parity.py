@@ -14,7 +14,7 @@ import torch
 from baryir.formats import BY_BACKEND, DEPLOYMENT_REWRITES, export_precision_of
 from baryir.runtimes.base import BackendUnavailable
 from baryir.runtimes.compare import compare
-from baryir.runtimes.loader import load_runner
+from baryir.runtimes.loader import load_runner, runner_class
 from baryir.runtimes.verify import ArtifactCheckError
 
 from ..checkpoints import file_sha256
@@ -54,14 +54,8 @@ def large_item(item: EvalItem, size: tuple[int, int] = (1032, 776)) -> EvalItem:
 
 def unavailable_reason(backend: str) -> str | None:
     """Why ``backend`` cannot run here (checked before exporting anything for it), or None."""
-    reason = BY_BACKEND[backend].cannot_run_here() if backend in BY_BACKEND else None
-    if reason:
-        return reason
-    if backend == "tensorrt":
-        from baryir.export.tensorrt_export import tensorrt_available
-
-        return tensorrt_available()
-    return None
+    fmt = BY_BACKEND.get(backend)
+    return (fmt.cannot_run_here() if fmt else None) or runner_class(backend).unavailable_here()
 
 
 def artifact_for(model: str, backend: str, precision: str, cache: Path, int8_model: str | None = None) -> str:

@@ -15,15 +15,12 @@ class TensorRTRunner(Runner):
     The precision is the engine's (built strongly typed from the ONNX of that precision)."""
 
     def __init__(self, path: str, device: str | None = None, precision: str = "fp32") -> None:
-        try:
-            import tensorrt as trt
-            import torch
-        except ImportError as e:
-            raise BackendUnavailable(
-                needs_extra("The TensorRT runner", "tensorrt", " (NVIDIA's index), or JetPack's python3-libnvinfer")
-            ) from e
-        if not torch.cuda.is_available():
-            raise BackendUnavailable("TensorRT needs an NVIDIA GPU; none is visible to torch")
+        reason = self.unavailable_here()
+        if reason:
+            raise BackendUnavailable(f"The TensorRT runner: {reason}")
+        import tensorrt as trt
+        import torch
+
         self.torch = torch
         self.device = torch.device(device or "cuda")
         logger = trt.Logger(trt.Logger.WARNING)
@@ -36,6 +33,19 @@ class TensorRTRunner(Runner):
         self._outputs = tuple(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
         name = torch.cuda.get_device_name(self.device)
         self.info = RunnerInfo("tensorrt", f"cuda ({name}), TensorRT {trt.__version__}", precision, path)
+
+    @classmethod
+    def unavailable_here(cls) -> str | None:
+        """None when TensorRT and a CUDA GPU are here, else the reason why not."""
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            return needs_extra("TensorRT", "tensorrt", " (from NVIDIA's index), or JetPack's python3-libnvinfer")
+        try:
+            import torch
+        except ImportError:
+            return needs_extra("The TensorRT runner (CUDA buffers from PyTorch)", "torch")
+        return None if torch.cuda.is_available() else "TensorRT needs an NVIDIA GPU; none is visible to torch"
 
     @classmethod
     def open(cls, path: str, device: str | None, precision: str | None, manifest: dict) -> TensorRTRunner:
