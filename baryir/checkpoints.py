@@ -77,22 +77,30 @@ def save_model(model: BaryNet, path: str | Path, metadata: dict[str, Any] | None
     if reserved:
         raise ValueError(f"metadata may not set {', '.join(reserved)}: they describe the weights themselves")
     meta[CONFIG_KEY] = json.dumps(model.config.to_dict())
-    tensors = model.state_dict()
-    readout = model.readout
-    if readout is not None and readout.fitted_on != weights_digest(tensors):
-        log.warning("%s: the degradation readout was fitted on other weights; saved without it (refit it)", path)
-    elif readout is not None:
-        meta[READOUT_KEY] = json.dumps(
-            {
-                "version": readout.version,
-                "classes": list(readout.classes),
-                "latents": list(readout.latents),
-                "fitted_on": readout.fitted_on,
-                "fit": readout.fit,
-            }
-        )
-        tensors = {**tensors, f"{READOUT_PREFIX}weight": readout.weight, f"{READOUT_PREFIX}bias": readout.bias}
+    tensors, meta = with_readout(model, model.state_dict(), meta, path)
     return save_tensors(tensors, path, "model", meta)
+
+
+def with_readout(
+    model: BaryNet, tensors: dict[str, torch.Tensor], meta: dict[str, str], path: str | Path
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``tensors`` and ``meta`` of a model file plus the model's readout, if it has one fitted on
+    exactly these tensors (a stale one is left out, with a warning: refit it)."""
+    readout = model.readout
+    if readout is None:
+        return tensors, meta
+    if readout.fitted_on != weights_digest(tensors):
+        log.warning("%s: the degradation readout was fitted on other weights; saved without it (refit it)", path)
+        return tensors, meta
+    described = {
+        "version": readout.version,
+        "classes": list(readout.classes),
+        "latents": list(readout.latents),
+        "fitted_on": readout.fitted_on,
+        "fit": readout.fit,
+    }
+    extra = {f"{READOUT_PREFIX}weight": readout.weight, f"{READOUT_PREFIX}bias": readout.bias}
+    return {**tensors, **extra}, {**meta, READOUT_KEY: json.dumps(described)}
 
 
 def save_potentials(potentials: Potentials, path: str | Path) -> Path:
@@ -324,7 +332,7 @@ def read_official(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     return to_state_dict(obj, str(path)), None, {}
 
 
-def _split_readout(
+def split_readout(
     tensors: dict[str, torch.Tensor], meta: dict[str, str]
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """(model tensors, the stored readout's tensors and metadata or None)."""
@@ -409,7 +417,7 @@ def read_model_file_with_readout(path: Path) -> tuple[dict[str, torch.Tensor], B
             tensors, meta = read_safetensors(path)
             if meta.get(FORMAT_KEY, "model") != "model":
                 raise ValueError(f"it holds {meta[FORMAT_KEY]}, not a BaryNet model")
-            tensors, readout = _split_readout(tensors, meta)
+            tensors, readout = split_readout(tensors, meta)
             if CONFIG_KEY not in meta:
                 return tensors, None, readout
             try:

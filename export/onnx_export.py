@@ -55,11 +55,12 @@ def export_onnx(ctx: ExportContext, precision: str, path: Path, analysis: Path |
     dynamic = {0: "batch", 2: "height", 3: "width"}
     outputs = [OUTPUT_NAME, DEGRADATION_NAME] if wrapper.analyzes else [OUTPUT_NAME]
     axes = {INPUT_NAME: dynamic, OUTPUT_NAME: dynamic, DEGRADATION_NAME: {0: "batch"}}
-    with export_mode:
+    with export_mode:  # an INT8 model's quantizers trace to Q/DQ pairs in both graphs
         _trace(wrapper, path, outputs, axes)
+        if analysis is not None and wrapper.analyzes:
+            _trace(AnalysisModel(wrapper), analysis, [DEGRADATION_NAME], axes)
     facts = {"opset": OPSET, "nodes": _finish(ctx, precision, path), "rewrites": list(wrapper.model.rewrites)}
     if analysis is not None and wrapper.analyzes:
-        _trace(AnalysisModel(wrapper), analysis, [DEGRADATION_NAME], axes)
         facts["analysis_artifact"] = analysis.name
         facts["analysis_nodes"] = _finish(ctx, precision, analysis)
     return facts

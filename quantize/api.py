@@ -12,7 +12,7 @@ from baryir.evaluate import EvalItem
 from baryir.io.atomic import atomic_write, refuse_overwriting_inputs
 
 from .calibration import calibration_batches
-from .checkpoint import load_quantized, save_quantized
+from .checkpoint import load_quantized, refit_readout, save_quantized
 from .options import QuantizeOptions
 from .ptq import quantize_ptq
 from .qat import QAT_WEIGHTS, QATTrainer
@@ -48,6 +48,9 @@ def run_quantize(opts: QuantizeOptions, validation: list[EvalItem] | None = None
     if opts.method == "qat":
         train_opts = opts.train_options()
         QATTrainer(train_opts, quantized, scheme, fp32, opts.distill, provenance, validation).fit()
+    if fp32.readout is not None:  # the float model's readout does not fit the quantized encoder: refit it
+        refit_readout(target, opts.data, opts.progress)
+        summary["readout"] = "refitted on the quantized model"
     summary["seconds"] = round(time.time() - start, 1)
     atomic_write(out / "quantize.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     return target

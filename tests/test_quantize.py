@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 
@@ -299,3 +300,26 @@ def test_openvino_int8_float_parts_in_bf16(int8_exports):
     assert _psnr(bf16.run(image), f32.run(image)) >= 35
     with pytest.raises(ValueError, match="exported as int8"):
         load_runner(folder / "openvino-int8", precision="fp32")
+
+
+def test_int8_readout_is_fitted_on_the_quantized_model_and_exported(ptq, tmp_path):
+    """An INT8 model gets its own readout (fitted on its fake-quantized encoder, stored in the
+    quantized checkpoint) and INT8 exports carry ``degradation`` like the float ones."""
+    from baryir.quantize.checkpoint import refit_readout
+    from baryir.runtimes import load_runner
+
+    path, photos = ptq
+    copy = tmp_path / "int8.safetensors"
+    shutil.copy(path, copy)
+    refit_readout(copy, [str(photos)], progress=False, per_task=2, size=48)
+    model = load_quantized(copy)
+    assert model.readout is not None and model.readout_refused is None
+    x = torch.rand(1, 3, 48, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), load_quantized(path)(x))  # the weights are untouched
+    results = export_model(copy, "onnx,openvino", "int8", tmp_path / "out", shapes=((64, 64),))
+    for r in results:
+        assert all(v["degradation_max_abs"] <= 0.05 for v in r["validation"]), r["validation"]
+    image = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    scores = [load_runner(tmp_path / "out" / f"{f}-int8").analyze(image) for f in ("onnx", "openvino")]
+    assert max(abs(scores[0][c] - scores[1][c]) for c in scores[0]) < 0.05
