@@ -124,3 +124,7 @@ class OpenVINORunner(Runner):
     def close(self) -> None:
         self.requests.clear()
         self.model = self.analysis = None
+
+    def __del__(self) -> None:  # infer requests and models go before the Core that made them
+        if "requests" in self.__dict__:
+            self.close()
