@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -148,6 +149,13 @@ def test_sigterm_saves_and_resume_matches_an_uninterrupted_run(photo_dir, tmp_pa
         assert torch.equal(p, resumed[name]), name
 
 
+def _signal_main_thread(signum: int) -> None:
+    """Deliver ``signum`` to this process's main thread: ``os.kill`` lets the kernel pick any
+    thread, and the runtimes earlier tests loaded (OpenVINO, ONNX Runtime) leave native worker
+    threads behind, where the signal crashed the test process (exit 139) once they were there."""
+    signal.pthread_kill(threading.main_thread().ident, signum)
+
+
 class _SignalledTrainer(Trainer):
     """Sends itself SIGTERM during step ``signal_at`` (in process, as the test is the main thread)."""
 
@@ -155,7 +163,7 @@ class _SignalledTrainer(Trainer):
 
     def train_step(self, *batch):
         if self.step + 1 == self.signal_at:
-            os.kill(os.getpid(), signal.SIGTERM)
+            _signal_main_thread(signal.SIGTERM)
         return super().train_step(*batch)
 
 
@@ -173,10 +181,10 @@ def test_a_signal_during_the_last_step_completes_the_run(photo_dir, tmp_path):
 def test_a_second_signal_aborts_and_handlers_are_restored():
     before = signal.getsignal(signal.SIGTERM)
     with _StopRequest() as stop:
-        os.kill(os.getpid(), signal.SIGTERM)
+        _signal_main_thread(signal.SIGTERM)
         assert stop.agreed(1, torch.device("cpu")) == signal.SIGTERM
         with pytest.raises(KeyboardInterrupt, match="second SIGINT"):
-            os.kill(os.getpid(), signal.SIGINT)
+            _signal_main_thread(signal.SIGINT)
             time.sleep(1)  # the handler runs in the main thread between bytecodes
     assert signal.getsignal(signal.SIGTERM) is before
 
