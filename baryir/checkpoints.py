@@ -24,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from .formats import MAX_DEGRADATION_CLASSES
 from .io.atomic import atomic_write
 from .io.text import clip
 from .model import CONFIGS, UNUSED_PUBLISHED_PREFIXES, BaryConfig, BaryNet, DegradationReadout, Potentials
@@ -343,8 +344,7 @@ def split_readout(
     return state, {"tensors": stored, "meta": meta.get(READOUT_KEY)}
 
 
-#: Bounds on a stored readout (a file is not trusted): class names and their number.
-_MAX_CLASSES = 16
+#: Class names a stored readout may use (a file is not trusted; their number: MAX_DEGRADATION_CLASSES).
 _CLASS_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
@@ -365,11 +365,13 @@ def readout_from_file(stored: dict[str, Any], state: dict[str, torch.Tensor], co
     classes = meta.get("classes")
     if (
         not isinstance(classes, list)
-        or not 2 <= len(classes) <= _MAX_CLASSES
+        or not 2 <= len(classes) <= MAX_DEGRADATION_CLASSES
         or not all(isinstance(c, str) and _CLASS_NAME.match(c) for c in classes)
         or len(set(classes)) != len(classes)
     ):
-        raise ValueError(f"its readout classes {clip(classes)} are not 2-{_MAX_CLASSES} distinct lower-case names")
+        raise ValueError(
+            f"its readout classes {clip(classes)} are not 2-{MAX_DEGRADATION_CLASSES} distinct lower-case names"
+        )
     latents = meta.get("latents")
     if (
         not isinstance(latents, list)

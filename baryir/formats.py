@@ -15,6 +15,8 @@ OUTPUT_NAME = "restored"
 #: The second output of artifacts whose model has a degradation readout: (N, classes)
 #: probabilities, the class names in the manifest's ``outputs``.
 DEGRADATION_NAME = "degradation"
+#: The most classes a degradation output may name (files and manifests are checked against it).
+MAX_DEGRADATION_CLASSES = 16
 #: H and W must be multiples of this (three 2x downsamplings); runners pad to it.
 PAD_MULTIPLE = 8
 #: The exact graph rewrites every export and every new INT8 model applies, in order (their code is

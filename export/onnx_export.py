@@ -18,11 +18,10 @@ import torch
 
 from baryir.formats import DEGRADATION_NAME, INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE, needs_extra
 from baryir.runtimes.backends.onnxruntime_runner import OnnxRuntimeRunner
-from baryir.runtimes.compare import compare_degradation
 
-from .common import ExportContext, export_versions, validate_runner, validation_image, validation_sizes
+from .common import ExportContext, export_versions, validate_runner, validation_sizes
 from .onnx_qdq import fold_weight_quantizers, qdq_export_mode
-from .wrapper import AnalysisModel, DeploymentModel, reference_outputs
+from .wrapper import AnalysisModel, DeploymentModel
 
 OPSET = 17
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "int8": torch.float32}
@@ -112,15 +111,10 @@ def validate_onnx(
     ``analysis`` graph, a row's ``degradation_max_abs`` is the larger of the two graphs'."""
     sizes = validation_sizes(large)
     with OnnxRuntimeRunner(str(path), "cpu", precision) as runner:
-        rows = validate_runner(ctx, runner, sizes)
-    if analysis is not None and analysis.exists():
-        with OnnxRuntimeRunner(str(path), "cpu", precision, analysis=str(analysis)) as runner:
-            for row, (h, w) in zip(rows, sizes):
-                image = validation_image(h, w)
-                ours = runner.run_degradation(image.numpy())
-                found = compare_degradation(ours, reference_outputs(ctx.model, image)[1].numpy())
-                row["degradation_max_abs"] = max(row.get("degradation_max_abs", 0.0), found["degradation_max_abs"])
-    return rows
+        if analysis is None or not analysis.exists():
+            return validate_runner(ctx, runner, sizes)
+        with OnnxRuntimeRunner(str(path), "cpu", precision, analysis=str(analysis)) as analysing:
+            return validate_runner(ctx, runner, sizes, analysing)
 
 
 def export_artifact(ctx: ExportContext, precision: str, folder: Path, validate: bool, large: bool) -> dict:

@@ -6,7 +6,15 @@ import importlib
 import json
 from pathlib import Path
 
-from baryir.formats import BACKEND_NAMES, BY_BACKEND, DEGRADATION_NAME, FORMATS, TORCH_RUNNER, format_of_file
+from baryir.formats import (
+    BACKEND_NAMES,
+    BY_BACKEND,
+    DEGRADATION_NAME,
+    FORMATS,
+    MAX_DEGRADATION_CLASSES,
+    TORCH_RUNNER,
+    format_of_file,
+)
 from baryir.io.text import clip
 
 from .base import Runner
@@ -96,8 +104,8 @@ def load_runner(
     return runner
 
 
-#: Bounds on the class names a manifest may give the degradation output (a file is not trusted).
-_MAX_CLASSES, _MAX_NAME = 16, 32
+#: The longest class name a manifest may give the degradation output (a file is not trusted).
+_MAX_NAME = 32
 
 
 def degradation_classes(manifest: dict) -> tuple[str, ...]:
@@ -117,7 +125,7 @@ def degradation_classes(manifest: dict) -> tuple[str, ...]:
     classes = entry.get("classes")
     if (
         not isinstance(classes, list)
-        or not 2 <= len(classes) <= _MAX_CLASSES
+        or not 2 <= len(classes) <= MAX_DEGRADATION_CLASSES
         or not all(isinstance(c, str) and 0 < len(c) <= _MAX_NAME for c in classes)
     ):
         raise ValueError(f"manifest.json: its degradation classes {clip(classes)} are not 2-16 short names; re-export")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from baryir.formats import BY_BACKEND
+from baryir.formats import BY_BACKEND, MAX_DEGRADATION_CLASSES
 from baryir.io.atomic import atomic_write
 
 from .base import Runner
@@ -62,10 +62,6 @@ def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], n
     return shape, dtype
 
 
-#: The most classes a golden degradation output may hold.
-MAX_GOLDEN_CLASSES = 16
-
-
 def read_golden(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(input, output, degradation or None) of a ``golden.npz``, shapes and types checked before
     they are read: float arrays of one (1, 3, H, W) shape, H x W at most
@@ -76,7 +72,7 @@ def read_golden(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
             has_degradation = "degradation.npy" in archive.namelist()
             if has_degradation:
                 deg_shape, deg_dtype = _npy_header(archive, "degradation.npy")
-                if len(deg_shape) != 2 or deg_shape[0] != 1 or not 2 <= deg_shape[1] <= MAX_GOLDEN_CLASSES:
+                if len(deg_shape) != 2 or deg_shape[0] != 1 or not 2 <= deg_shape[1] <= MAX_DEGRADATION_CLASSES:
                     raise ValueError(f"its degradation array is {deg_shape}, not (1, classes)")
                 if deg_dtype.kind != "f":
                     raise ValueError("its degradation array is not float")

@@ -228,7 +228,7 @@ def test_fit_readout_cli_writes_a_new_model_never_its_input(analysing_model, pho
     before = analysing_model.read_bytes()
     code = main(["fit-readout", "--model", str(analysing_model), "--data", str(photo_dir), "-o", str(analysing_model)])
     assert code == 2 and analysing_model.read_bytes() == before
-    assert "fit-readout" not in capsys.readouterr().out
+    assert "would overwrite the input" in capsys.readouterr().err
     out = tmp_path / "refit.safetensors"
     code = main(
         ["fit-readout", "--model", str(analysing_model), "--data", str(photo_dir), "-o", str(out)]
