@@ -146,9 +146,14 @@ def validation_sizes(large: bool) -> list[tuple[int, int]]:
     return sizes + [(2048, 2048)] if large else sizes
 
 
-def validate_runner(ctx: ExportContext, runner, sizes: list[tuple[int, int]], analysis=None) -> list[dict]:
+def validate_runner(
+    ctx: ExportContext, runner, sizes: list[tuple[int, int]], analysis=None, contrast=None
+) -> list[dict]:
     """Rows of ``runner``'s outputs against the PyTorch reference at ``sizes`` (the comparator);
-    with a readout, each row also holds the largest difference of the degradation output."""
+    with a readout, each row also holds the largest difference of the degradation output, over
+    ``runner`` and a second graph for it (``analysis``). ``contrast``, a runner of the same
+    artifact at another precision (or the one-line reason it could not be opened here), is
+    reported beside each row without deciding it."""
     rows = []
     for h, w in sizes:
         image = validation_image(h, w)
@@ -159,6 +164,11 @@ def validate_runner(ctx: ExportContext, runner, sizes: list[tuple[int, int]], an
             if analysis is not None:  # a second graph for the same output: the row keeps the larger gap
                 found = compare_degradation(analysis.run_degradation(image.numpy()), degradation.numpy())
                 row["degradation_max_abs"] = max(row["degradation_max_abs"], found["degradation_max_abs"])
+        if isinstance(contrast, str):
+            row["contrast"] = {"error": contrast}
+        elif contrast is not None:
+            found = compare(contrast.run(image.numpy()), restored.numpy())
+            row["contrast"] = {"precision": contrast.info.precision, "max_abs": found["max_abs"], "psnr": found["psnr"]}
         rows.append(row)
     return rows
 

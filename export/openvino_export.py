@@ -1,8 +1,9 @@
 """OpenVINO IR export (xml + bin) with dynamic batch, height and width.
 
 ``fp32`` keeps float32 weights; ``fp16`` compresses weights to float16 (the CPU plugin
-decompresses them and computes at its inference precision). Validation forces the CPU
-plugin to ``f32``: on CPUs with AMX/AVX512-BF16 it silently computes in bf16 otherwise.
+decompresses them and computes at its inference precision). Validation runs the artifact
+through its runner at ``f32`` (on CPUs with AMX/AVX512-BF16 the plugin silently computes in
+bf16 otherwise) and reports bf16 beside it.
 ``int8`` reads the Q/DQ ONNX of the quantized model (FakeQuantize in the IR) with its weights
 requantized to 7 bits (:func:`.onnx_qdq.halve_weight_range`): CPUs without VNNI
 (AVX2 only) saturate int16 pair sums with full-range 8-bit weights, and one artifact must be
@@ -16,17 +17,15 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from baryir.formats import DEGRADATION_NAME, INPUT_NAME, OUTPUT_NAME, needs_extra
-from baryir.runtimes.backends.openvino_runner import compile_openvino
-from baryir.runtimes.compare import compare, compare_degradation
+from baryir.runtimes.backends.openvino_runner import OpenVINORunner
 
-from .common import ExportContext, export_versions, validation_image, validation_sizes
+from .common import ExportContext, export_versions, validate_runner, validation_sizes
 from .onnx_export import export_onnx
 from .onnx_qdq import CPU_WEIGHT_LEVELS, halve_weight_range
-from .wrapper import DeploymentModel, reference_outputs
+from .wrapper import DeploymentModel
 
 
 def _require():
@@ -79,38 +78,17 @@ def _int8_from_qdq(ctx: ExportContext, ov) -> tuple[object, int]:
 
 
 def validate_openvino(ctx: ExportContext, precision: str, path: Path, large: bool = False) -> list[dict]:
-    """Max abs error against PyTorch FP32 at f32 inference precision and, for contrast, at
-    the CPU plugin's default precision."""
-    core = _require().Core()
-    model = core.read_model(str(path))
-    cache: dict = {}
-
-    def compiled(hint: str | None, shape: tuple[int, ...] | None):
-        """``hint`` None leaves the plugin's default precision (bf16 on AMX CPUs)."""
-        if (hint, shape) not in cache:
-            config = {"INFERENCE_PRECISION_HINT": hint} if hint else {}
-            cache[hint, shape] = compile_openvino(core, model, "CPU", config, shape)
-        return cache[hint, shape]
-
-    rows = []
-    for h, w in validation_sizes(large):
-        image = validation_image(h, w)
-        shape = tuple(image.shape) if precision == "int8" else None  # dynamic shapes: wrong INT8 on CPU
-        restored, degradation = reference_outputs(ctx.model, image)
-        ref = restored.numpy()
-        outputs = compiled("f32", shape)(image.numpy())
-        row = {"size": [h, w], **compare(np.asarray(outputs[0]), ref)}
-        if degradation is not None:
-            row.update(compare_degradation(np.asarray(outputs[DEGRADATION_NAME]), degradation.numpy()))
-        try:  # the contrast row; a plugin whose default kernels are missing here (a capped ISA) says so
-            default = compiled(None, shape)
-            default_precision = default.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-            plugin = compare(np.asarray(default(image.numpy())[0]), ref)
-            row["plugin_default"] = {"precision": default_precision, **{k: plugin[k] for k in ("max_abs", "psnr")}}
-        except RuntimeError as e:
-            row["plugin_default"] = {"error": str(e).strip().splitlines()[-1][:200]}
-        rows.append(row)
-    return rows
+    """The IR through :class:`OpenVINORunner` on the CPU plugin at f32 float precision, against
+    PyTorch FP32; beside each row, for contrast, the same IR at bf16 (what the plugin computes by
+    default on CPUs with bf16; f32 where this CPU has none, and the runner's label says so)."""
+    quantized = precision == "int8"
+    with OpenVINORunner(str(path), "CPU", "int8" if quantized else "fp32", quantized=quantized) as runner:
+        try:
+            contrast = OpenVINORunner(str(path), "CPU", "int8+bf16" if quantized else "bf16", quantized=quantized)
+        except RuntimeError as e:  # a plugin whose bf16 kernels are missing here says so in the rows
+            return validate_runner(ctx, runner, validation_sizes(large), contrast=str(e).strip().splitlines()[-1][:200])
+        with contrast:
+            return validate_runner(ctx, runner, validation_sizes(large), contrast=contrast)
 
 
 def export_artifact(ctx: ExportContext, precision: str, folder: Path, validate: bool, large: bool) -> dict:

@@ -57,6 +57,11 @@ class Runner(ABC):
         without one): what ``load_runner`` calls. Each backend states its own defaults here."""
         return cls(path, device, precision)
 
+    def miss_cause(self, manifest: dict) -> str | None:
+        """Why an artifact with this ``manifest`` misses its golden output on this machine, with
+        the fix, where this backend knows a cause of its own; None leaves the general one."""
+        return None
+
     @abstractmethod
     def run(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) float32 in [0, 1] -> restored, same shape; H, W multiples of 8."""

@@ -23,7 +23,7 @@ from baryir.io.atomic import atomic_write
 
 from .base import Runner
 from .compare import TOLERANCES, check_tolerance, compare, compare_degradation, tolerance_for
-from .environment import describe_cpu, int8_saturates, library_versions
+from .environment import describe_cpu, library_versions
 
 
 class ArtifactCheckError(RuntimeError):
@@ -136,19 +136,10 @@ def verify_runner(runner: Runner, folder: str | Path) -> dict:
 
 
 def likely_cause(manifest: dict, runner: Runner) -> str:
-    """What most likely makes an artifact miss its reference here, and the fix."""
-    if runner.info.backend == "openvino" and manifest.get("precision") == "int8" and int8_saturates():
-        low, high = manifest.get("weight_levels", (-127, 127))  # older exports: full-range weights
-        if max(-low, high) > 64:
-            return (
-                "this CPU lacks VNNI/AMX (or ONEDNN_MAX_CPU_ISA hides them), so oneDNN's int8 kernels saturate "
-                "with full-range 8-bit weights; "
-                "re-export it with this baryir (OpenVINO INT8 gets 7-bit weights) or run the ONNX INT8 "
-                "artifact with ONNX Runtime"
-            )
-        return "this CPU lacks VNNI/AMX and its int8 kernels still miss; run the ONNX INT8 artifact with ONNX Runtime"
+    """What most likely makes an artifact miss its reference here, and the fix: the backend's
+    own diagnosis where it has one, else a runtime that does not reproduce the export."""
     built = manifest.get("libraries", {})
-    return (
+    return runner.miss_cause(manifest) or (
         f"the runtime here ({_runtime_version(runner.info.backend)}) does not reproduce the export "
         f"(made with {built}); re-export on this machine, or use --precision fp32"
     )

@@ -19,7 +19,8 @@ from baryir import build_model, save_model
 from baryir.cli import main
 from baryir.export.api import export_model
 from baryir.runtimes import load_runner
-from baryir.runtimes.verify import ArtifactCheckError, check_on_load
+from baryir.runtimes.environment import int8_saturates
+from baryir.runtimes.verify import ArtifactCheckError, check_on_load, likely_cause
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +181,21 @@ def test_without_vnni_full_range_weights_saturate_and_7_bit_weights_do_not(tmp_p
     errors = dict(line.split() for line in run.stdout.split("\n") if line)
     assert float(errors["full"]) > 1.0  # int16 saturation: wrong by whole output units
     assert float(errors["halved"]) < 1e-3  # the same real weights in 7 bits: exact
+
+
+def test_a_miss_is_explained_by_the_backend_that_knows_its_cause(tmp_path, monkeypatch):
+    ov = pytest.importorskip("openvino")
+    from baryir.runtimes.backends.openvino_runner import OpenVINORunner
+
+    onnx.save(_conv_qdq(np.ones((8, 8, 3, 3), np.int8)), str(tmp_path / "conv.onnx"))
+    ov.save_model(ov.convert_model(str(tmp_path / "conv.onnx")), str(tmp_path / "model.xml"))
+    with OpenVINORunner(str(tmp_path / "model.xml"), "CPU", "int8", quantized=True) as runner:
+        full = {"precision": "int8", "weight_levels": [-127, 127]}
+        seven_bit = {"precision": "int8", "weight_levels": [-64, 64]}
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # int8 kernels that saturate
+        assert "7-bit weights" in likely_cause(full, runner)
+        assert "still miss" in likely_cause(seven_bit, runner)
+        assert "does not reproduce the export" in likely_cause({"precision": "fp32"}, runner)
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+        if not int8_saturates():  # VNNI/AMX here: the int8 diagnosis does not apply
+            assert "does not reproduce the export" in likely_cause(full, runner)

@@ -14,7 +14,7 @@ import numpy as np
 from baryir.formats import DEGRADATION_NAME, needs_extra
 
 from ..base import BackendUnavailable, OpTime, Runner, RunnerInfo
-from ..environment import onednn_hides_bf16
+from ..environment import int8_saturates, onednn_hides_bf16
 
 _HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
 _LABELS = {hint: name for name, hint in _HINTS.items()}
@@ -22,7 +22,7 @@ _LABELS = {hint: name for name, hint in _HINTS.items()}
 
 def compile_openvino(core, model, device: str, config: dict, shape: tuple[int, ...] | None = None):
     """Compile an ``ov.Model``; with ``shape``, a static copy of it (what INT8 IRs need on the
-    CPU plugin, see the module docstring). Shared by this runner and the export validation."""
+    CPU plugin, see the module docstring)."""
     if shape is not None:
         model = model.clone()
         model.reshape(list(shape))
@@ -92,6 +92,19 @@ class OpenVINORunner(Runner):
             result = next(o.get_node() for o in model.outputs if DEGRADATION_NAME in o.get_names())
             self.analysis = ov.Model([result], model.get_parameters(), "baryir-analysis")
         return self.analysis
+
+    def miss_cause(self, manifest: dict) -> str | None:
+        """INT8 on a CPU whose int8 kernels saturate (no VNNI/AMX, or oneDNN capped below them)."""
+        if manifest.get("precision") != "int8" or not int8_saturates():
+            return None
+        low, high = manifest.get("weight_levels", (-127, 127))  # older exports: full-range weights
+        if max(-low, high) > 64:
+            return (
+                "this CPU lacks VNNI/AMX (or ONEDNN_MAX_CPU_ISA hides them), so oneDNN's int8 kernels saturate "
+                "with full-range 8-bit weights; re-export it with this baryir (OpenVINO INT8 gets 7-bit weights) "
+                "or run the ONNX INT8 artifact with ONNX Runtime"
+            )
+        return "this CPU lacks VNNI/AMX and its int8 kernels still miss; run the ONNX INT8 artifact with ONNX Runtime"
 
     @property
     def output_names(self) -> tuple[str, ...]:
