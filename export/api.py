@@ -11,6 +11,7 @@ from baryir.checkpoints import file_sha256, load_model, resolve_model_path
 from baryir.formats import Format, artifact_bytes, export_options, parse_request
 from baryir.io.atomic import refuse_overwriting_inputs
 from baryir.model.rewrites import DEPLOYMENT_REWRITES
+from baryir.quantize.checkpoint import load_quantized, resolve_quantized
 from baryir.runtimes.compare import check_tolerance
 
 from .common import (
@@ -36,8 +37,6 @@ def source_checkpoint(model: str | Path, precision: str) -> Path:
     """The checkpoint an export of ``model`` at ``precision`` reads: the float model, or for
     ``int8`` a quantized checkpoint (a shipped name gives its shipped INT8 version)."""
     if precision == "int8":
-        from baryir.quantize.checkpoint import resolve_quantized
-
         return resolve_quantized(model)
     return resolve_model_path(model)
 
@@ -74,8 +73,6 @@ def export_model(
             load_model(path), str(model), file_sha256(path), tuple(shapes), options, tuple(rewrites)
         )
     if any(p == "int8" for _, p in jobs):  # the quantized model: its fake-quantized output is the reference
-        from baryir.quantize.checkpoint import load_quantized
-
         qpath = source_checkpoint(model, "int8")
         contexts["int8"] = ExportContext(load_quantized(qpath), str(qpath), file_sha256(qpath), tuple(shapes), options)
     results = []

@@ -18,7 +18,7 @@ from baryir.formats import (
 from baryir.io.text import clip
 
 from .base import Runner
-from .verify import artifact_folder, check_on_load
+from .verify import artifact_folder, artifact_inside, check_on_load
 
 
 def _resolve(artifact: str | Path) -> tuple[str, Path | str, dict]:
@@ -41,17 +41,6 @@ def _resolve(artifact: str | Path) -> tuple[str, Path | str, dict]:
     if fmt is not None:
         return fmt.backend, path, manifest
     return "torch", str(artifact), {}  # a checkpoint or a shipped name such as "default"
-
-
-def artifact_inside(folder: Path, name: object) -> Path:
-    """The artifact a manifest names, which must lie inside its folder: a plain relative name,
-    no ``..``, no link that leads out (the check of the folder is a check of that file)."""
-    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
-        raise ValueError(f"{folder / 'manifest.json'}: its artifact {clip(name)} is not a file name inside {folder}")
-    target = folder / name
-    if not target.resolve().is_relative_to(folder.resolve()):
-        raise ValueError(f"{target}: leads out of {folder} (a link); an artifact must lie inside its folder")
-    return target
 
 
 def model_dim(artifact: str | Path) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 
 from baryir.formats import BY_BACKEND, MAX_DEGRADATION_CLASSES
 from baryir.io.atomic import atomic_write
+from baryir.io.text import clip
 
 from .base import Runner
 from .compare import TOLERANCES, check_tolerance, compare, compare_degradation, tolerance_for
@@ -28,6 +29,17 @@ from .environment import describe_cpu, library_versions
 
 class ArtifactCheckError(RuntimeError):
     """An artifact whose output here misses its golden reference."""
+
+
+def artifact_inside(folder: Path, name: object) -> Path:
+    """The artifact a manifest names, which must lie inside its folder: a plain relative name,
+    no ``..``, no link that leads out (the check of the folder is a check of that file)."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise ValueError(f"{folder / 'manifest.json'}: its artifact {clip(name)} is not a file name inside {folder}")
+    target = folder / name
+    if not target.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"{target}: leads out of {folder} (a link); an artifact must lie inside its folder")
+    return target
 
 
 def artifact_folder(path: str | Path) -> Path:

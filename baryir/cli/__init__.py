@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..formats import needs_extra
 from ..io.atomic import refuse_overwriting_inputs
+from ..signals import TrainingStopped
 from . import compare, deploy, models, training
 
 
@@ -64,7 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     1 when some inputs of a batch failed, 128 + N after signal N (130 on Ctrl-C)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
-    from ..signals import TrainingStopped
 
     try:
         guard_written_files(args)

@@ -8,11 +8,11 @@ import json
 import math
 from pathlib import Path
 
+from baryir.io.atomic import atomic_write
+
 
 def write_json(path: str, obj: object) -> None:
     """Write ``obj`` as indented JSON, atomically."""
-    from baryir.io.atomic import atomic_write
-
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
 
 
@@ -93,7 +93,7 @@ def add_validation_options(p: argparse.ArgumentParser, limit: int) -> None:
 
 def validation_items(args: argparse.Namespace):
     """The validation images ``add_validation_options`` asked for (none by default)."""
-    from baryir.evaluate import paired_items, synthetic_items
+    from baryir.evaluate import paired_items, synthetic_items  # torch: only the commands that validate
 
     if args.val_pairs:
         return paired_items(*args.val_pairs, limit=args.val_limit)

@@ -19,6 +19,7 @@ from baryir.runtimes.base import BackendUnavailable
 from baryir.runtimes.environment import describe_cpu, library_versions
 from baryir.runtimes.verify import ArtifactCheckError
 
+from ..checkpoints import resolve_model_path
 from ..io.atomic import atomic_write
 from .parity import artifact_for, open_runner
 from .profile import markdown as profile_markdown
@@ -26,8 +27,6 @@ from .profile import summarise
 
 
 def _artifact_bytes(artifact: str) -> int:
-    from ..checkpoints import resolve_model_path
-
     return artifact_bytes(Path(artifact) if Path(artifact).exists() else resolve_model_path(artifact))
 
 

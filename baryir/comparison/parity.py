@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from baryir.export.api import export_model, source_checkpoint
 from baryir.formats import BY_BACKEND, DEPLOYMENT_REWRITES, export_precision_of
 from baryir.runtimes.base import BackendUnavailable
 from baryir.runtimes.compare import compare
@@ -74,8 +75,6 @@ def artifact_for(model: str, backend: str, precision: str, cache: Path, int8_mod
         export_precision = export_precision_of(backend, precision)
     except ValueError as e:
         raise BackendUnavailable(str(e)) from None
-    from baryir.export.api import export_model, source_checkpoint
-
     source = (int8_model or model) if export_precision == "int8" else model
     # Keyed by the checkpoint's content and the graph rewrites exports apply: retrained or
     # re-quantized weights, or a newer export graph, never reuse a stale export.

@@ -11,6 +11,7 @@ import numpy as np
 from baryir.formats import DEGRADATION_NAME, INPUT_NAME, OUTPUT_NAME, needs_extra
 
 from ..base import BackendUnavailable, OpTime, Runner, RunnerInfo
+from ..verify import artifact_inside
 
 _PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -62,7 +63,6 @@ class OnnxRuntimeRunner(Runner):
     @classmethod
     def open(cls, path: str, device: str | None, precision: str | None, manifest: dict) -> OnnxRuntimeRunner:
         """The graph's precision is the manifest's; its encoder-only graph, if it has one, runs ``analyze``."""
-        from ..loader import artifact_inside
 
         name = manifest.get("analysis_artifact")
         analysis = artifact_inside(Path(path).parent, name) if name is not None else None
