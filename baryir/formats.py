@@ -59,6 +59,14 @@ class Format:
     options: dict[str, Any] = field(default_factory=dict)  # export options only this format takes, with defaults
     precision_at_runtime: bool = False  # the runtime picks the compute precision (else the graph fixes it)
     runs_on: tuple[str, ...] = ()  # platform.system() values its runtime predicts on (empty: any)
+    #: exact rewrites this format's float exports add to DEPLOYMENT_REWRITES: measured to pay on its
+    #: runtime and to cost on another's (docs/benchmarks.md), so not applied to every export
+    float_rewrites: tuple[str, ...] = ()
+
+    def rewrites(self, common: tuple[str, ...]) -> tuple[str, ...]:
+        """The rewrites of this format's float export on top of ``common`` (none when ``common``
+        is empty: the training graph as it is)."""
+        return (*common, *self.float_rewrites) if common else ()
 
     def cannot_run_here(self) -> str | None:
         """Why this platform cannot run the format's runtime (conversion may still work), or None."""
@@ -83,6 +91,7 @@ FORMATS: dict[str, Format] = {
             "ONNX (opset 17), dynamic batch/height/width; fp16 keeps the sensitive reductions in fp32",
             "baryir.export.onnx_export:export_artifact",
             "baryir.runtimes.backends.onnxruntime_runner:OnnxRuntimeRunner",
+            float_rewrites=("conv_mean_norms",),
         ),
         Format(
             "tensorrt",
@@ -123,6 +132,7 @@ FORMATS: dict[str, Format] = {
             "baryir.export.openvino_export:export_artifact",
             "baryir.runtimes.backends.openvino_runner:OpenVINORunner",
             precision_at_runtime=True,
+            float_rewrites=("conv_mean_norms",),
         ),
     )
 }

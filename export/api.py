@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import time
 from collections.abc import Callable
@@ -77,7 +78,10 @@ def export_model(
         contexts["int8"] = ExportContext(load_quantized(qpath), str(qpath), file_sha256(qpath), tuple(shapes), options)
     results = []
     for fmt, precision in jobs:
-        ctx = contexts["int8" if precision == "int8" else "float"]
+        if precision == "int8":  # quantized on the rewrites its checkpoint records
+            ctx = contexts["int8"]
+        else:  # the common rewrites, then the format's own
+            ctx = dataclasses.replace(contexts["float"], rewrites=fmt.rewrites(contexts["float"].rewrites))
         folder = Path(out_dir) / f"{fmt.name}-{precision}"
         start = time.perf_counter()
         with atomic_artifact(folder) as tmp:

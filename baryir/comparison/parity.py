@@ -78,7 +78,9 @@ def artifact_for(model: str, backend: str, precision: str, cache: Path, int8_mod
     source = (int8_model or model) if export_precision == "int8" else model
     # Keyed by the checkpoint's content and the graph rewrites exports apply: retrained or
     # re-quantized weights, or a newer export graph, never reuse a stale export.
-    content = file_sha256(source_checkpoint(source, export_precision)) + ",".join(DEPLOYMENT_REWRITES)
+    content = file_sha256(source_checkpoint(source, export_precision)) + ",".join(
+        BY_BACKEND[backend].rewrites(DEPLOYMENT_REWRITES)
+    )
     folder = cache / hashlib.sha256(content.encode()).hexdigest()[:16] / f"{fmt}-{export_precision}"
     if not (folder / "manifest.json").exists():
         options = {"coreml_io": "tensor"} if fmt == "coreml" else {}  # parity compares float tensors

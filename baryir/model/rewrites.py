@@ -24,7 +24,7 @@ from torch import nn
 from baryir.formats import DEPLOYMENT_REWRITES
 
 from .barynet import BaryNet
-from .blocks import Attention, FeedForward, l2_normalize_hw_fp32
+from .blocks import LN_EPS, Attention, FeedForward, WithBiasLayerNorm, l2_normalize_hw_fp32
 
 
 def _slice_conv(conv: nn.Conv2d, start: int, stop: int) -> nn.Conv2d:
@@ -104,11 +104,42 @@ def split_channel_chunks(model: BaryNet) -> BaryNet:
     return rewritten
 
 
+class ConvMeanLayerNorm(nn.Module):
+    """:class:`WithBiasLayerNorm` with its two channel means as 1x1 convolutions (weights 1/C),
+    in NCHW: no reduction over a non-trailing axis and no layout change."""
+
+    def __init__(self, norm: WithBiasLayerNorm) -> None:
+        super().__init__()
+        self.weight, self.bias = norm.weight, norm.bias
+        self.register_buffer("mean_kernel", torch.full((1, norm.weight.numel(), 1, 1), 1.0 / norm.weight.numel()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x if x.dtype == torch.float32 else x.float()
+        kernel = self.mean_kernel.to(xf.dtype)
+        centred = xf - F.conv2d(xf, kernel)
+        var = F.conv2d(centred * centred, kernel)
+        w, b = self.weight[:, None, None].to(xf.dtype), self.bias[:, None, None].to(xf.dtype)
+        return (centred * torch.rsqrt(var + LN_EPS) * w + b).to(x.dtype)
+
+
+def conv_mean_norms(model: BaryNet) -> BaryNet:
+    """A copy of ``model`` (eval mode) with every channel LayerNorm's means as 1x1 convolutions."""
+    rewritten = copy.deepcopy(model).eval()
+    for module in list(rewritten.modules()):
+        for child_name, child in list(module.named_children()):
+            if type(child) is WithBiasLayerNorm:
+                setattr(module, child_name, ConvMeanLayerNorm(child))
+    return rewritten
+
+
 #: Every rewrite by name (manifests and quantized checkpoints record the names of those applied).
-REWRITES = {"split_channel_chunks": split_channel_chunks}
+REWRITES = {
+    "split_channel_chunks": split_channel_chunks,
+    "conv_mean_norms": conv_mean_norms,
+}
 
 
-__all__ = ["DEPLOYMENT_REWRITES", "REWRITES", "apply_rewrites", "split_channel_chunks"]
+__all__ = ["DEPLOYMENT_REWRITES", "REWRITES", "apply_rewrites", "conv_mean_norms", "split_channel_chunks"]
 
 
 def apply_rewrites(model: BaryNet, names: tuple[str, ...] | list[str]) -> BaryNet:
