@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from .data.degradations import add_content_condition, get_task
-from .data.images import list_images, read_images
+from .data.photos import list_images, read_images
 from .model import DEGRADATION_CLASSES, BaryNet, DegradationReadout
 from .model.barynet import named_latents
 from .model.readout import DEFAULT_LATENTS, LATENTS, pooled_statistics, weights_digest

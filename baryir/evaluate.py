@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from .data.degradations import degrade
-from .data.images import list_images, pair_by_name, read_images, read_rgb
+from .data.photos import list_images, pair_by_name, read_images, read_rgb
 from .metrics import psnr, ssim
 
 Restore = Callable[[torch.Tensor], torch.Tensor]

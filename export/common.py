@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from baryir.data.images import EXAMPLES_DIR, read_rgb
+from baryir.data.photos import EXAMPLES_DIR, read_rgb
 from baryir.formats import DEGRADATION_NAME, INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE
 from baryir.io.atomic import fsync_path
 from baryir.model import BaryNet

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from baryir.data.images import list_images
+from baryir.data.photos import list_images
 from baryir.io.atomic import atomic_write_bytes, refuse_overwriting_inputs
 from baryir.metrics import psnr
 

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from baryir.data.degradations import degrade
-from baryir.data.images import list_images, pair_by_name
+from baryir.data.photos import list_images, pair_by_name
 from baryir.io.atomic import atomic_write
 from baryir.io.images import read_rgb_float
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from baryir.analysis import FIT_TASKS, Sample, collect, fit_linear, fitting_samples, label_ids, latent_features
 from baryir.checkpoints import load_model
 from baryir.data.degradations import degrade
-from baryir.data.images import list_images, read_images
+from baryir.data.photos import list_images, read_images
 from baryir.evaluate import image_seed
 from baryir.model import DEGRADATION_CLASSES
 from baryir.model.readout import DEFAULT_LATENTS

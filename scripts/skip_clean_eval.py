@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from baryir.data.images import to_uint8
+from baryir.data.photos import to_uint8
 from baryir.evaluate import paired_items, synthetic_items
 from baryir.metrics import psnr
 from baryir.runtimes import load_runner

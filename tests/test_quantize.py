@@ -292,7 +292,7 @@ def test_openvino_int8_float_parts_in_bf16(int8_exports, tmp_path):
     from PIL import Image
 
     from baryir.cpu import bf16_native
-    from baryir.data.images import to_uint8
+    from baryir.data.photos import to_uint8
     from baryir.runtimes import load_runner
     from baryir.runtimes.environment import onednn_hides_bf16
 

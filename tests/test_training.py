@@ -283,7 +283,7 @@ def test_ddp_on_gloo_keeps_ranks_in_sync(photo_dir, tmp_path):
 def test_eval_cli_on_pairs_and_synthetic(photo_dir, tmp_path, nano_model):
     from baryir import save_model
     from baryir.data.degradations import degrade
-    from baryir.data.images import read_rgb, to_uint8
+    from baryir.data.photos import read_rgb, to_uint8
 
     model_path = save_model(nano_model, tmp_path / "m.safetensors")
     inp, tgt = tmp_path / "pairs" / "input", tmp_path / "pairs" / "target"

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..formats import needs_extra
 from ..io.atomic import refuse_overwriting_inputs
 from ..signals import TrainingStopped
-from . import compare, deploy, models, training
+from . import deploy, measure, models, training
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (models, training, deploy, compare):
+    for group in (models, training, deploy, measure):
         group.add_parsers(sub)
     return parser
 

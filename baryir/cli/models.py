@@ -104,7 +104,7 @@ EXAMPLE_LABELS = {"haze": "haze", "noise25": "noise (sigma 25)", "rain": "rain"}
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..checkpoints import load_model
-    from ..data.images import EXAMPLES_DIR, labelled_grid, list_images, read_rgb, write_png
+    from ..data.photos import EXAMPLES_DIR, labelled_grid, list_images, read_rgb, write_png
     from ..inference import restore_tensor
     from ..io.atomic import atomic_write
 

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .degradations import add_content_condition, add_haze, get_task
-from .images import list_images, pair_by_name, read_images
+from .photos import list_images, pair_by_name, read_images
 
 #: Haze strength of ``content_haze``: scene haze that belongs to the picture, milder than
 #: the ``dehaze`` task's degradation (beta 0.6-1.8).

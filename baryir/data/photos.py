@@ -1,4 +1,4 @@
-"""Image files: listing, robust reading into float tensors, writing, and pairing by name."""
+"""Photo files as torch tensors: listing, robust reading, writing, pairing by name, labelled grids."""
 
 from __future__ import annotations
 
