@@ -33,11 +33,12 @@ def export_precision_of(backend: str, precision: str) -> str:
     """The artifact precision a run precision needs: OpenVINO computes an fp32 artifact at fp16
     or bf16, and an int8 one with its float parts at bf16; other backends run what they were
     given. A combination no artifact serves is a ValueError."""
+    picks = backend in BY_BACKEND and BY_BACKEND[backend].precision_at_runtime
     if precision == "int8+bf16":
-        if backend != "openvino":
-            raise ValueError("int8+bf16 (float parts of an INT8 graph in bf16) is an OpenVINO setting")
+        if not picks:
+            raise ValueError("int8+bf16 (float parts of an INT8 graph in bf16) is a setting of OpenVINO")
         return "int8"
-    if backend == "openvino" and precision in ("fp16", "bf16"):
+    if picks and precision in ("fp16", "bf16"):
         return "fp32"
     return precision
 
@@ -62,6 +63,8 @@ class Format:
     #: exact rewrites this format's float exports add to DEPLOYMENT_REWRITES: measured to pay on its
     #: runtime and to cost on another's (docs/benchmarks.md), so not applied to every export
     float_rewrites: tuple[str, ...] = ()
+    also_runs: tuple[str, ...] = ()  # other formats whose artifacts this format's runtime runs as they are
+    compare_options: dict[str, Any] = field(default_factory=dict)  # export options of artifacts parity/bench compare
 
     def rewrites(self, common: tuple[str, ...]) -> tuple[str, ...]:
         """The rewrites of this format's float export on top of ``common`` (none when ``common``
@@ -119,6 +122,7 @@ FORMATS: dict[str, Format] = {
             "baryir.runtimes.backends.coreml_runner:CoreMLRunner",
             {"coreml_io": "image", "coreml_flexible": "enumerated", "coreml_weights": "float"},
             runs_on=("Darwin",),
+            compare_options={"coreml_io": "tensor"},  # parity and bench compare float tensors
         ),
         Format(
             "openvino",
@@ -133,6 +137,7 @@ FORMATS: dict[str, Format] = {
             "baryir.runtimes.backends.openvino_runner:OpenVINORunner",
             precision_at_runtime=True,
             float_rewrites=("conv_mean_norms",),
+            also_runs=("onnx",),
         ),
     )
 }

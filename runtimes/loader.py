@@ -69,7 +69,8 @@ def load_runner(
         raise ValueError(f"unknown backend {backend!r}; choose auto or one of {', '.join(BACKEND_NAMES)}")
     found, path, manifest = _resolve(artifact)
     if backend != "auto" and backend != found:
-        if not (backend == "openvino" and found == "onnxruntime"):  # OpenVINO also reads ONNX
+        other = BY_BACKEND.get(found)  # OpenVINO runs ONNX as it is; nothing else runs another format's artifact
+        if other is None or backend not in BY_BACKEND or other.name not in BY_BACKEND[backend].also_runs:
             raise ValueError(f"{artifact} is a {found} artifact; it cannot run on {backend}")
         found = backend
     built = manifest.get("precision")

@@ -90,6 +90,17 @@ def test_openvino_runner_states_its_real_precision(fp32_exports):
     assert load_runner(tmp_path / "openvino-fp32", precision="bf16").info.precision == expected
 
 
+@pytest.mark.slow
+def test_a_runtime_runs_another_formats_artifact_only_where_its_row_says(fp32_exports):
+    img = np.random.default_rng(2).random((64, 64, 3)).astype(np.float32)
+    onnx_on_openvino = load_runner(fp32_exports / "onnx-fp32", backend="openvino")  # OpenVINO reads ONNX
+    assert onnx_on_openvino.info.backend == "openvino"
+    reference = load_runner(fp32_exports / "onnx-fp32").restore(img)
+    np.testing.assert_allclose(onnx_on_openvino.restore(img), reference, atol=1e-4)
+    with pytest.raises(ValueError, match="is a openvino artifact; it cannot run on onnxruntime"):
+        load_runner(fp32_exports / "openvino-fp32", backend="onnxruntime")
+
+
 @pytest.mark.parametrize("artifact", ["torch", "onnx-fp32", "openvino-fp32"])
 def test_every_cpu_backend_profiles_its_operations(model_path, fp32_exports, artifact):
     from baryir.comparison.profile import summarise

@@ -83,7 +83,7 @@ def artifact_for(model: str, backend: str, precision: str, cache: Path, int8_mod
     )
     folder = cache / hashlib.sha256(content.encode()).hexdigest()[:16] / f"{fmt}-{export_precision}"
     if not (folder / "manifest.json").exists():
-        options = {"coreml_io": "tensor"} if fmt == "coreml" else {}  # parity compares float tensors
+        options = BY_BACKEND[backend].compare_options
         export_model(source, fmt, export_precision, folder.parent, validate=False, shapes=((256, 256),), **options)
     return str(folder)
 
