@@ -71,7 +71,7 @@ def load_runner(
     if backend != "auto" and backend != found:
         other = BY_BACKEND.get(found)  # OpenVINO runs ONNX as it is; nothing else runs another format's artifact
         if other is None or backend not in BY_BACKEND or other.name not in BY_BACKEND[backend].also_runs:
-            raise ValueError(f"{artifact} is a {found} artifact; it cannot run on {backend}")
+            raise ValueError(f"{artifact} is an artifact for {found}; it cannot run on {backend}")
         found = backend
     built = manifest.get("precision")
     fmt = BY_BACKEND.get(found)

@@ -97,7 +97,7 @@ def test_a_runtime_runs_another_formats_artifact_only_where_its_row_says(fp32_ex
     assert onnx_on_openvino.info.backend == "openvino"
     reference = load_runner(fp32_exports / "onnx-fp32").restore(img)
     np.testing.assert_allclose(onnx_on_openvino.restore(img), reference, atol=1e-4)
-    with pytest.raises(ValueError, match="is a openvino artifact; it cannot run on onnxruntime"):
+    with pytest.raises(ValueError, match="is an artifact for openvino; it cannot run on onnxruntime"):
         load_runner(fp32_exports / "openvino-fp32", backend="onnxruntime")
 
 
