@@ -46,7 +46,7 @@ class DeploymentModel(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         x = image.to(self.compute_dtype) if self.compute_dtype != torch.float32 else image
         if self.analyzes:
-            restored, degradation = self.model.restore_and_analyze(x)
+            restored, degradation = self.model(x, degradation="also")  # forward: quantizers hook it
         else:
             restored = self.model(x, return_latents=False)
         restored = restored.clamp(0, 1)
@@ -67,7 +67,7 @@ class AnalysisModel(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = image.to(self.compute_dtype) if self.compute_dtype != torch.float32 else image
-        return self.model.analyze(x)
+        return self.model(x, degradation="only")
 
 
 @torch.no_grad()

@@ -334,6 +334,9 @@ def test_int8_readout_is_fitted_on_the_quantized_model_and_exported(ptq, tmp_pat
     results = export_model(copy, "onnx,openvino", "int8", tmp_path / "out", shapes=((64, 64),))
     for r in results:
         assert all(v["degradation_max_abs"] <= 0.05 for v in r["validation"]), r["validation"]
+    for graph in ("model.onnx", "analyze.onnx"):  # with a readout, still an INT8 graph (quantizers hook forward)
+        ops = [n.op_type for n in onnx.load(str(tmp_path / "out" / "onnx-int8" / graph)).graph.node]
+        assert ops.count("QuantizeLinear") > 10, graph
     image = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
     scores = []
     for fmt in ("onnx", "openvino"):

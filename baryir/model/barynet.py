@@ -167,7 +167,16 @@ class BaryNet(nn.Module):
         restored, latents = self._restore(x)
         return restored, readout(latents)
 
-    def forward(self, x: torch.Tensor, return_latents: bool | None = None) -> torch.Tensor | BaryOutputs:
+    def forward(
+        self, x: torch.Tensor, return_latents: bool | None = None, degradation: str = "none"
+    ) -> torch.Tensor | BaryOutputs | tuple[torch.Tensor, torch.Tensor]:
+        """``degradation`` "also" returns (restored, probabilities), "only" the probabilities (the
+        encoder as far as the readout reads). Deployment graphs go through here, not through
+        ``restore_and_analyze``/``analyze``: a quantized model's quantizers hook ``forward``."""
+        if degradation == "only":
+            return self.analyze(x)
+        if degradation == "also":
+            return self.restore_and_analyze(x)
         restored, latents = self._restore(x)
         if self.training if return_latents is None else return_latents:
             return restored, latents["source"], latents["bary"], latents["residual"]
