@@ -19,7 +19,6 @@ from tqdm import tqdm
 from .data.degradations import add_content_condition, get_task
 from .data.photos import list_images, read_images
 from .model import DEGRADATION_CLASSES, BaryNet, DegradationReadout
-from .model.barynet import named_latents
 from .model.readout import DEFAULT_LATENTS, LATENTS, pooled_statistics, weights_digest
 
 log = logging.getLogger("baryir")
@@ -80,8 +79,7 @@ def latent_features(model: BaryNet) -> Featurize:
 
     @torch.inference_mode()
     def featurize(image: torch.Tensor) -> dict[str, torch.Tensor]:
-        skips, source, bary = model.encode(image[None])
-        latents = named_latents(skips, source, bary, source - bary)
+        latents = model(image[None], degradation="latents")  # through forward: a quantized model's quantizers run
         return {name: pooled_statistics(latents[name])[0] for name in LATENTS}
 
     return featurize

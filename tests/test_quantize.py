@@ -319,6 +319,8 @@ def test_openvino_int8_float_parts_in_bf16(int8_exports, tmp_path):
 def test_int8_readout_is_fitted_on_the_quantized_model_and_exported(ptq, tmp_path):
     """An INT8 model gets its own readout (fitted on its fake-quantized encoder, stored in the
     quantized checkpoint) and INT8 exports carry ``degradation`` like the float ones."""
+    from baryir.analysis import latent_features
+    from baryir.model.readout import pooled_statistics
     from baryir.quantize.checkpoint import refit_readout
     from baryir.runtimes import load_runner
 
@@ -331,6 +333,11 @@ def test_int8_readout_is_fitted_on_the_quantized_model_and_exported(ptq, tmp_pat
     x = torch.rand(1, 3, 48, 64)
     with torch.no_grad():
         assert torch.equal(model(x), load_quantized(path)(x))  # the weights are untouched
+        # the readout is fitted on the features the quantizers make (through forward), not on the
+        # unquantized ones a direct encoder call gives
+        fitted_on = latent_features(model)(x[0])["enc2"]
+        unquantized = pooled_statistics(model.latents(x, ("enc2",))["enc2"])[0]
+        assert not torch.allclose(fitted_on, unquantized)
     results = export_model(copy, "onnx,openvino", "int8", tmp_path / "out", shapes=((64, 64),))
     for r in results:
         assert all(v["degradation_max_abs"] <= 0.05 for v in r["validation"]), r["validation"]

@@ -12,7 +12,7 @@ from torch import nn
 
 from .blocks import Downsample, LayerNorm, OverlapPatchEmbed, TransformerBlock, Upsample, transformer_stack
 from .configs import BaryConfig
-from .readout import DegradationReadout
+from .readout import LATENTS, DegradationReadout
 
 #: Published parameters that exist in the checkpoints but not in this model (never used).
 UNUSED_PUBLISHED_PREFIXES = (
@@ -171,8 +171,12 @@ class BaryNet(nn.Module):
         self, x: torch.Tensor, return_latents: bool | None = None, degradation: str = "none"
     ) -> torch.Tensor | BaryOutputs | tuple[torch.Tensor, torch.Tensor]:
         """``degradation`` "also" returns (restored, probabilities), "only" the probabilities (the
-        encoder as far as the readout reads). Deployment graphs go through here, not through
-        ``restore_and_analyze``/``analyze``: a quantized model's quantizers hook ``forward``."""
+        encoder as far as the readout reads), "latents" every named latent of the encoder (what
+        a readout is fitted on). Deployment graphs, runners and readout fitting go through here,
+        not through ``restore_and_analyze``/``analyze``/``latents``: a quantized model's
+        quantizers hook ``forward`` only."""
+        if degradation == "latents":
+            return self.latents(x, LATENTS)
         if degradation == "only":
             return self.analyze(x)
         if degradation == "also":

@@ -43,7 +43,7 @@ class TorchRunner(Runner):
     def run_degradation(self, batch: np.ndarray) -> np.ndarray:
         """The readout on the encoder alone (no decoder runs)."""
         x = torch.from_numpy(batch).to(self.device, self.dtype)
-        return self.model.analyze(x).float().cpu().numpy()
+        return self.model(x, degradation="only").float().cpu().numpy()
 
     def profile(self, batch: np.ndarray, runs: int) -> list[OpTime]:
         """The PyTorch profiler: each ATen operator's self time (device time on CUDA), summed
