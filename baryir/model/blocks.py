@@ -5,7 +5,7 @@ Every block is export-friendly: no Python integer is computed from a tensor shap
 
 Precision policy (kept by every backend, see ``export/``):
 - the channel LayerNorm statistics and the L2 normalisation of MDTA's queries and keys over
-  H x W are computed in float32 whatever the input dtype (``_float32``); at 2048 x 2048 a
+  H x W are computed in float32 whatever the input dtype (``as_float32``); at 2048 x 2048 a
   sum of squares over H x W overflows float16 (max 65504) otherwise;
 - everything else (convolutions, the C x C attention map, softmax over C, GELU) runs in
   the input dtype. The attention map is a product of unit vectors, so it is bounded by 1.
@@ -21,7 +21,7 @@ LN_EPS = 1e-5
 L2_EPS = 1e-12
 
 
-def _float32(x: torch.Tensor) -> torch.Tensor:
+def as_float32(x: torch.Tensor) -> torch.Tensor:
     """Upcast a half/bfloat16 tensor for a reduction; a no-op (no graph node) for float32."""
     return x if x.dtype == torch.float32 else x.float()
 
@@ -34,7 +34,7 @@ class BiasFreeLayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = _float32(x)
+        xf = as_float32(x)
         var = xf.var(dim=1, keepdim=True, unbiased=False)
         out = xf * torch.rsqrt(var + LN_EPS) * self.weight[:, None, None].to(xf.dtype)
         return out.to(x.dtype)
@@ -49,7 +49,7 @@ class WithBiasLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = _float32(x)
+        xf = as_float32(x)
         centred = xf - xf.mean(dim=1, keepdim=True)
         var = (centred * centred).mean(dim=1, keepdim=True)
         w = self.weight[:, None, None].to(xf.dtype)
@@ -100,7 +100,7 @@ def l2_normalize_hw_fp32(x: torch.Tensor) -> torch.Tensor:
     (measured), which moved FP32 exports 6.7e-4 away from PyTorch; two reductions of at most
     a few thousand terms each stay within 1e-4.
     """
-    xf = _float32(x)
+    xf = as_float32(x)
     sum_sq = xf.square().sum(-1, keepdim=True).sum(-2, keepdim=True)
     # max(|x|, eps) as sqrt(max(sum, eps^2)): a finite gradient for an all-zero map
     return (xf / sum_sq.clamp_min(L2_EPS**2).sqrt()).to(x.dtype)

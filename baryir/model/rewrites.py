@@ -24,7 +24,7 @@ from torch import nn
 from baryir.formats import DEPLOYMENT_REWRITES
 
 from .barynet import BaryNet
-from .blocks import LN_EPS, Attention, FeedForward, WithBiasLayerNorm, l2_normalize_hw_fp32
+from .blocks import LN_EPS, Attention, FeedForward, WithBiasLayerNorm, as_float32, l2_normalize_hw_fp32
 
 
 def _slice_conv(conv: nn.Conv2d, start: int, stop: int) -> nn.Conv2d:
@@ -114,7 +114,7 @@ class ConvMeanLayerNorm(nn.Module):
         self.register_buffer("mean_kernel", torch.full((1, norm.weight.numel(), 1, 1), 1.0 / norm.weight.numel()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x if x.dtype == torch.float32 else x.float()
+        xf = as_float32(x)
         kernel = self.mean_kernel.to(xf.dtype)
         centred = xf - F.conv2d(xf, kernel)
         var = F.conv2d(centred * centred, kernel)
