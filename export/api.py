@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
+import baryir.model as model_code
+import baryir.quantize as quantize_code
 from baryir.checkpoints import file_sha256, load_model, resolve_model_path
 from baryir.formats import Format, artifact_bytes, export_options, parse_request
 from baryir.io.atomic import refuse_overwriting_inputs
@@ -24,7 +29,7 @@ from .common import (
     write_manifest,
 )
 
-__all__ = ["ExportValidationError", "export_model", "exporter_of", "source_checkpoint"]
+__all__ = ["ExportValidationError", "export_code_fingerprint", "export_model", "exporter_of", "source_checkpoint"]
 
 
 def exporter_of(fmt: Format) -> Callable[[ExportContext, str, Path, bool, bool], dict]:
@@ -40,6 +45,18 @@ def source_checkpoint(model: str | Path, precision: str) -> Path:
     if precision == "int8":
         return resolve_quantized(model)
     return resolve_model_path(model)
+
+
+def export_code_fingerprint() -> str:
+    """A hash of what turns a checkpoint into a graph: this project's model, quantization and
+    export code and the installed PyTorch. A cache of exports keyed by it never serves an
+    artifact made by other code (an export bug fixed, a rewrite changed)."""
+    digest = hashlib.sha256(torch.__version__.encode())
+    for root in (Path(model_code.__file__).parent, Path(quantize_code.__file__).parent, Path(__file__).parent):
+        for path in sorted(root.rglob("*")):
+            if path.suffix in (".py", ".json"):
+                digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def export_model(

@@ -18,6 +18,7 @@ from onnx import numpy_helper
 
 from baryir import build_model, save_model
 from baryir.cli import main
+from baryir.comparison.parity import cached_export_folder
 from baryir.export.api import export_model
 from baryir.export.common import validation_image
 from baryir.export.tensorrt_export import check_onnx_for_tensorrt
@@ -99,11 +100,10 @@ def test_ptq_quantizers_are_signed_and_reload_exactly(ptq):
 def int8_exports(ptq, tmp_path_factory):
     """The validated INT8 exports of the PTQ model, laid out as parity's cache (one export for
     the tests that inspect, run and compare them)."""
-    from baryir.checkpoints import file_sha256
-
     path, _ = ptq
     cache = tmp_path_factory.mktemp("int8-cache")
-    folder = cache / file_sha256(path)[:16]
+    folder = cached_export_folder(cache, path, "onnxruntime", "int8").parent
+    assert cached_export_folder(cache, path, "openvino", "int8").parent == folder
     return cache, folder, export_model(path, "onnx,openvino,tensorrt", "int8", folder, shapes=((64, 64),))
 
 
@@ -192,7 +192,7 @@ def test_int8_needs_a_quantized_model(float_path, tmp_path):
 
 def test_parity_int8_rows(ptq, int8_exports, float_path, tmp_path, photo_dir):
     path, _ = ptq
-    cache, _, _ = int8_exports  # parity finds the INT8 artifacts there and exports only what is missing
+    cache, folder, _ = int8_exports  # parity finds the INT8 artifacts there and exports only what is missing
     report = tmp_path / "parity.json"
     code = main(
         [
@@ -227,6 +227,16 @@ def test_parity_int8_rows(ptq, int8_exports, float_path, tmp_path, photo_dir):
         assert row["runs_at"].startswith("int8")
     # both runtimes execute the same int8 weights and scales, so they land on the same quality
     assert abs(ort["psnr_vs_target"] - ov["psnr_vs_target"]) < 0.2
+    assert [p.name for p in cache.iterdir()] == [folder.name]  # the cached exports were reused
+
+
+def test_export_cache_is_keyed_by_the_code_that_exports(ptq, tmp_path, monkeypatch):
+    """An export made by other code (here: another PyTorch exporter) is never served from the cache."""
+    path, _ = ptq
+    before = cached_export_folder(tmp_path, path, "onnxruntime", "int8")
+    assert cached_export_folder(tmp_path, path, "onnxruntime", "int8") == before
+    monkeypatch.setattr(torch, "__version__", torch.__version__ + "+other")
+    assert cached_export_folder(tmp_path, path, "onnxruntime", "int8") != before
 
 
 def test_fold_weight_quantizers_matches_quantize_linear():

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from baryir.export.api import export_model, source_checkpoint
+from baryir.export.api import export_code_fingerprint, export_model, source_checkpoint
 from baryir.formats import BY_BACKEND, DEPLOYMENT_REWRITES, export_precision_of
 from baryir.runtimes.base import BackendUnavailable
 from baryir.runtimes.compare import compare
@@ -59,6 +59,17 @@ def unavailable_reason(backend: str) -> str | None:
     return (fmt.cannot_run_here() if fmt else None) or runner_class(backend).unavailable_here()
 
 
+def cached_export_folder(cache: Path, checkpoint: Path, backend: str, export_precision: str) -> Path:
+    """Where parity and bench keep the export of ``checkpoint`` for ``backend``: keyed by the
+    checkpoint's content, the graph rewrites the export applies and the code that exports, so
+    retrained or re-quantized weights, a newer export graph or a fixed exporter never reuse a
+    stale export."""
+    fmt = BY_BACKEND[backend]
+    rewrites = fmt.rewrites(DEPLOYMENT_REWRITES) if export_precision != "int8" else ()
+    content = file_sha256(checkpoint) + ",".join(rewrites) + export_code_fingerprint()
+    return cache / hashlib.sha256(content.encode()).hexdigest()[:16] / f"{fmt.name}-{export_precision}"
+
+
 def artifact_for(model: str, backend: str, precision: str, cache: Path, int8_model: str | None = None) -> str:
     """The checkpoint (torch) or an exported artifact folder in ``cache`` (exported if missing).
     INT8 artifacts come from ``int8_model`` (a ``baryir quantize`` output) or, for a shipped
@@ -76,12 +87,7 @@ def artifact_for(model: str, backend: str, precision: str, cache: Path, int8_mod
     except ValueError as e:
         raise BackendUnavailable(str(e)) from None
     source = (int8_model or model) if export_precision == "int8" else model
-    # Keyed by the checkpoint's content and the graph rewrites exports apply: retrained or
-    # re-quantized weights, or a newer export graph, never reuse a stale export.
-    content = file_sha256(source_checkpoint(source, export_precision)) + ",".join(
-        BY_BACKEND[backend].rewrites(DEPLOYMENT_REWRITES)
-    )
-    folder = cache / hashlib.sha256(content.encode()).hexdigest()[:16] / f"{fmt}-{export_precision}"
+    folder = cached_export_folder(cache, source_checkpoint(source, export_precision), backend, export_precision)
     if not (folder / "manifest.json").exists():
         options = BY_BACKEND[backend].compare_options
         export_model(source, fmt, export_precision, folder.parent, validate=False, shapes=((256, 256),), **options)
