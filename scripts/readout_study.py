@@ -31,15 +31,16 @@ from baryir.evaluate import image_seed
 from baryir.model import DEGRADATION_CLASSES
 from baryir.model.readout import DEFAULT_LATENTS
 
-#: The representations compared: name -> the latents it concatenates (None: image statistics).
-REPRESENTATIONS: dict[str, tuple[str, ...] | None] = {
+#: The representations compared: name -> the latents it concatenates ("image": image statistics).
+REPRESENTATIONS: dict[str, tuple[str, ...]] = {
     "residual (source - barycenter)": ("residual",),
     "source latent (no decomposition)": ("source",),
     "barycenter latent": ("bary",),
     "encoder skips 1/2, 1/4 (shipped)": DEFAULT_LATENTS,
     "encoder skips 1, 1/2, 1/4": ("enc1", "enc2", "enc3"),
     "skips 1/2, 1/4 + residual": (*DEFAULT_LATENTS, "residual"),
-    "image statistics": None,
+    "skips 1/2, 1/4 + image statistics": (*DEFAULT_LATENTS, "image"),
+    "image statistics": ("image",),
 }
 
 #: CBSD68 test variants: task -> (class, generator seen in fitting?)
@@ -105,10 +106,7 @@ def test_samples(clean_dir: Path, rain_pairs: tuple[Path, Path] | None) -> list[
 
 def by_representation(features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The compared representations' features from the per-latent ones."""
-    return {
-        name: features["image"] if latents is None else torch.cat([features[n] for n in latents], 1)
-        for name, latents in REPRESENTATIONS.items()
-    }
+    return {name: torch.cat([features[n] for n in latents], 1) for name, latents in REPRESENTATIONS.items()}
 
 
 def confusion(pred: torch.Tensor, labels: torch.Tensor, k: int) -> list[list[int]]:
@@ -126,6 +124,8 @@ def main() -> None:
     ap.add_argument("--rain-pairs", nargs=2, type=Path, metavar=("INPUT", "TARGET"))
     ap.add_argument("--per-task", type=int, default=200)
     ap.add_argument("--size", type=int, default=320)
+    ap.add_argument("--l2", type=float, default=1e-2, help="L2 penalty of the fit (baryir.analysis default 1e-2)")
+    ap.add_argument("--features", type=Path, help="cache of the encoded features: written once, read by later runs")
     ap.add_argument("--md", type=Path, required=True)
     ap.add_argument("--json", type=Path, required=True)
     args = ap.parse_args()
@@ -138,17 +138,29 @@ def main() -> None:
 
     t0 = time.time()
     fit = list(fitting_samples(args.fit, args.per_task, args.size))
-    fit_feats = by_representation(collect(fit, featurize))
     fit_labels = label_ids(fit)
     tests = test_samples(args.clean, tuple(args.rain_pairs) if args.rain_pairs else None)
-    test_feats = by_representation(collect([s for s, _, _ in tests], featurize))
+    # what the features depend on (not the fit's penalty or the report files)
+    arguments = json.dumps(
+        {k: v for k, v in vars(args).items() if k not in ("features", "l2", "md", "json")}, default=str
+    )
+    if args.features and args.features.exists():  # features of an earlier run of the same arguments
+        cached = torch.load(args.features, weights_only=True)
+        if cached["arguments"] != arguments:
+            raise SystemExit(f"{args.features} holds features of other arguments; remove it or pass another file")
+        raw_fit, raw_test = cached["fit"], cached["test"]
+    else:
+        raw_fit, raw_test = collect(fit, featurize), collect([s for s, _, _ in tests], featurize)
+        if args.features:
+            torch.save({"arguments": arguments, "fit": raw_fit, "test": raw_test}, args.features)
+    fit_feats, test_feats = by_representation(raw_fit), by_representation(raw_test)
     labelled = torch.tensor([s.label != "?" for s, _, _ in tests])
     test_labels = torch.tensor([DEGRADATION_CLASSES.index(s.label) if s.label != "?" else -1 for s, _, _ in tests])
     held_out = torch.tensor([not seen for _, _, seen in tests]) & labelled
     k = len(DEGRADATION_CLASSES)
     results = {}
     for name, feats in fit_feats.items():
-        w, b = fit_linear(feats, fit_labels, k)
+        w, b = fit_linear(feats, fit_labels, k, l2=args.l2)
         pred = (test_feats[name] @ w.T + b).argmax(1)
         ok = pred == test_labels
         row = {
@@ -171,6 +183,7 @@ def main() -> None:
         "model": args.model,
         "fit": {
             "samples": len(fit),
+            "l2": args.l2,
             "crop": args.size,
             "tasks": FIT_TASKS,
             "folders": [Path(f).name for f in args.fit],
