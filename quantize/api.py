@@ -26,7 +26,7 @@ def run_quantize(opts: QuantizeOptions, validation: list[EvalItem] | None = None
         raise ValueError(f"method must be 'ptq' or 'qat', not {opts.method!r}")
     out = Path(opts.out)
     target = out / QAT_WEIGHTS
-    scheme = Int8Scheme(ignored=opts.ignored)
+    scheme = Int8Scheme(ignored=opts.ignored, model_type=opts.model_type, target_device=opts.target_device)
     source = resolve_model_path(opts.model)
     if not opts.resume:
         refuse_overwriting_inputs([source], [target, out / "quantize.json"])

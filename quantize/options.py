@@ -20,6 +20,8 @@ class QuantizeOptions:
     method: str = "qat"
     tasks: list[str] = field(default_factory=lambda: list(THREE_TASK_SAFE))
     ignored: str = DEFAULT_IGNORED
+    model_type: str = "default"
+    target_device: str = "any"
     calib_samples: int = 256
     calib_patch: int = 128
     steps: int = 360

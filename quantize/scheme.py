@@ -53,12 +53,21 @@ IGNORED_SCOPES: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_IGNORED = "norms+attention+residual+ffn1"
 
+#: NNCF's placement options (``nncf.quantize``'s ``model_type`` and ``target_device``): where it
+#: may put quantizers. ``transformer`` leaves the inputs of adds, means, powers and divisions in
+#: float (what :data:`IGNORED_SCOPES` does by name) and uses the MIXED preset unless told;
+#: a device picks that device's hardware config. Measured in docs/quantization.md.
+MODEL_TYPES = ("default", "transformer")
+TARGET_DEVICES = ("any", "cpu", "cpu_spr", "gpu", "npu")
+
 
 @dataclass(frozen=True)
 class Int8Scheme:
     """What a quantized checkpoint records about how it was quantized."""
 
     ignored: str = DEFAULT_IGNORED
+    model_type: str = "default"
+    target_device: str = "any"
     preset: str = "performance"
     overflow_fix: str = "disable"
     activations: str = "symmetric signed per-tensor int8"
@@ -70,6 +79,10 @@ class Int8Scheme:
     def __post_init__(self) -> None:
         if self.ignored not in IGNORED_SCOPES:
             raise ValueError(f"ignored scope must be one of {sorted(IGNORED_SCOPES)}, not {self.ignored!r}")
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model type must be one of {list(MODEL_TYPES)}, not {self.model_type!r}")
+        if self.target_device not in TARGET_DEVICES:
+            raise ValueError(f"target device must be one of {list(TARGET_DEVICES)}, not {self.target_device!r}")
 
 
 def require_nncf():
@@ -92,8 +105,9 @@ def nncf_quantize_kwargs(scheme: Int8Scheme, subset_size: int) -> dict:
 
     patterns = list(IGNORED_SCOPES[scheme.ignored])
     return {
-        "preset": nncf.QuantizationPreset.PERFORMANCE,
-        "target_device": nncf.TargetDevice.ANY,
+        "preset": nncf.QuantizationPreset.PERFORMANCE,  # also for transformer: symmetric activations
+        "target_device": nncf.TargetDevice[scheme.target_device.upper()],
+        "model_type": nncf.ModelType.TRANSFORMER if scheme.model_type == "transformer" else None,
         "subset_size": subset_size,
         "fast_bias_correction": True,
         "ignored_scope": nncf.IgnoredScope(patterns=patterns, validate=False) if patterns else None,

@@ -25,7 +25,7 @@ from baryir.export.tensorrt_export import check_onnx_for_tensorrt
 from baryir.export.wrapper import DeploymentModel
 from baryir.quantize.api import QuantizeOptions, run_quantize
 from baryir.quantize.checkpoint import load_quantized, read_header, resolve_quantized
-from baryir.quantize.scheme import quantizers
+from baryir.quantize.scheme import Int8Scheme, quantizers
 
 pytest.importorskip("nncf")
 pytestmark = pytest.mark.slow  # NNCF quantization and INT8 exports: tens of seconds each
@@ -324,6 +324,32 @@ def test_openvino_int8_float_parts_in_bf16(int8_exports, tmp_path):
     assert _psnr(outputs["int8+bf16"], outputs["int8"]) >= 35
     with pytest.raises(ValueError, match="exported as int8"):
         load_runner(folder / "openvino-int8", precision="fp32")
+
+
+def test_nncf_placement_options_are_recorded_and_change_the_placement(float_path, ptq, tmp_path):
+    """``--model-type transformer`` leaves more in float (NNCF: no quantizer after GELU or on the
+    inputs of adds and multiplications); the scheme records it and the checkpoint reloads with it."""
+    path, photos = ptq
+    opts = QuantizeOptions(
+        model=str(float_path),
+        data=[str(photos)],
+        out=str(tmp_path),
+        method="ptq",
+        tasks=["denoise_25", "derain"],
+        calib_samples=8,
+        calib_patch=32,
+        model_type="transformer",
+        progress=False,
+    )
+    with pytest.raises(ValueError, match="model type must be one of"):
+        Int8Scheme(model_type="cnn")
+    default_names = {n for n, _ in quantizers(load_quantized(path))}
+    assert [n for n in default_names if re.search(r"ffn/gelu/\d+__", n)]
+    quantized = load_quantized(run_quantize(opts))
+    names = {n for n, _ in quantizers(quantized)}
+    assert read_header(tmp_path / "model-int8.safetensors")["int8_scheme"]["model_type"] == "transformer"
+    assert not [n for n in names if re.search(r"ffn/gelu/\d+__", n)]
+    assert len(names) < len(default_names)
 
 
 def test_int8_readout_is_fitted_on_the_quantized_model_and_exported(ptq, tmp_path):

@@ -12,7 +12,7 @@ from baryir.data.tasks import TASK_NAMES
 from baryir.formats import BACKEND_NAMES, RUN_PRECISIONS
 from baryir.options import BaryLossWeights, TrainOptions
 from baryir.quantize.options import QuantizeOptions
-from baryir.quantize.scheme import IGNORED_SCOPES
+from baryir.quantize.scheme import IGNORED_SCOPES, MODEL_TYPES, TARGET_DEVICES
 
 from .common import add_validation_options, field_defaults, options_from, validation_items, write_json
 
@@ -252,6 +252,18 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
         choices=sorted(IGNORED_SCOPES),
         default=Q.ignored,
         help=f"ops kept in floating point (default {Q.ignored}, chosen by the ablation in docs/quantization.md)",
+    )
+    p.add_argument(
+        "--model-type",
+        choices=MODEL_TYPES,
+        default=Q.model_type,
+        help="NNCF model type: transformer also leaves adds, means, powers and divisions in float (default: default)",
+    )
+    p.add_argument(
+        "--target-device",
+        choices=TARGET_DEVICES,
+        default=Q.target_device,
+        help="NNCF target device whose hardware config places the quantizers (default: any; docs/quantization.md)",
     )
     p.add_argument(
         "--calib-samples", type=int, default=Q.calib_samples, help=f"calibration patches (default {Q.calib_samples})"
