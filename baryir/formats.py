@@ -17,6 +17,14 @@ OUTPUT_NAME = "restored"
 DEGRADATION_NAME = "degradation"
 #: The most classes a degradation output may name (files and manifests are checked against it).
 MAX_DEGRADATION_CLASSES = 16
+#: Why quantized models and their artifacts have no degradation output. INT8 rounding of the
+#: encoder features the readout pools moves its class probabilities by up to 0.25 (a readout
+#: fitted on the quantized model itself), and ONNX Runtime's integer kernels by 0.35 more against
+#: NNCF's emulation: such exports fail their own check (docs/quantization.md).
+INT8_HAS_NO_READOUT = (
+    "INT8 models carry no degradation readout (INT8 rounding moves its probabilities, docs/quantization.md); "
+    "run analyze / restore --skip-clean with the float model or its FP32/FP16 artifact"
+)
 #: H and W must be multiples of this (three 2x downsamplings); runners pad to it.
 PAD_MULTIPLE = 8
 #: The exact graph rewrites every export and every new INT8 model applies, in order (their code is

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from baryir.checkpoints import file_sha256, load_model, resolve_model_path
 from baryir.evaluate import EvalItem
+from baryir.formats import INT8_HAS_NO_READOUT
 from baryir.io.atomic import atomic_write, refuse_overwriting_inputs
 
 from .calibration import calibration_batches
-from .checkpoint import load_quantized, refit_readout, save_quantized
+from .checkpoint import load_quantized, save_quantized
 from .options import QuantizeOptions
 from .ptq import quantize_ptq
 from .qat import QAT_WEIGHTS, QATTrainer
@@ -48,9 +49,8 @@ def run_quantize(opts: QuantizeOptions, validation: list[EvalItem] | None = None
     if opts.method == "qat":
         train_opts = opts.train_options()
         QATTrainer(train_opts, quantized, scheme, fp32, opts.distill, provenance, validation).fit()
-    if fp32.readout is not None:  # the float model's readout does not fit the quantized encoder: refit it
-        refit_readout(target, opts.data, opts.progress)
-        summary["readout"] = "refitted on the quantized model"
+    if fp32.readout is not None:
+        summary["readout"] = INT8_HAS_NO_READOUT
     summary["seconds"] = round(time.time() - start, 1)
     atomic_write(out / "quantize.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     return target

@@ -16,18 +16,15 @@ from typing import Any
 
 import torch
 
-from baryir.analysis import fit_readout
 from baryir.checkpoints import (
     CONFIG_KEY,
     FORMAT_KEY,
-    READOUT_KEY,
     WEIGHTS_DIR,
     read_safetensors,
-    readout_from_file,
     save_tensors,
     split_readout,
-    with_readout,
 )
+from baryir.formats import INT8_HAS_NO_READOUT
 from baryir.model import BaryConfig, BaryNet
 from baryir.model.rewrites import apply_rewrites
 
@@ -43,8 +40,8 @@ SHIPPED_INT8_DIR = WEIGHTS_DIR / "int8"
 def save_quantized(
     model: BaryNet, path: str | Path, scheme: Int8Scheme, metadata: dict[str, Any] | None = None
 ) -> Path:
-    """Atomically save an NNCF-quantized BaryNet (weights, quantizer state, configs) and its
-    degradation readout when one was fitted on it (on the quantized model, not the float one)."""
+    """Atomically save an NNCF-quantized BaryNet (weights, quantizer state, configs), never with
+    a degradation readout (:data:`baryir.formats.INT8_HAS_NO_READOUT`)."""
     nncf = require_nncf()
 
     meta = {
@@ -54,8 +51,7 @@ def save_quantized(
     }
     for key, value in (metadata or {}).items():
         meta[f"baryir.{key}"] = value if isinstance(value, str) else json.dumps(value)
-    tensors, meta = with_readout(model, model.state_dict(), meta, path)
-    return save_tensors(tensors, path, KIND, meta)
+    return save_tensors(model.state_dict(), path, KIND, meta)
 
 
 def is_quantized(path: str | Path) -> bool:
@@ -105,31 +101,10 @@ def load_quantized(name_or_path: str | Path, device: str | torch.device = "cpu")
 
     path = resolve_quantized(name_or_path)
     tensors, meta = read_safetensors(path)
-    tensors, stored = split_readout(tensors, meta)
+    tensors, _ = split_readout(tensors, meta)  # one stored by an earlier version is not used
     model = BaryNet(BaryConfig.from_dict(json.loads(meta[CONFIG_KEY]))).eval()
     model = apply_rewrites(model, json.loads(meta[SCHEME_KEY]).get("rewrites", []))  # the graph it was quantized on
     model = nncf.torch.load_from_config(model, json.loads(meta[NNCF_KEY]))
     model.load_state_dict(tensors)
-    if stored is not None:
-        try:
-            model.readout = readout_from_file(stored, tensors, model.config)
-        except ValueError as e:
-            model.readout_refused = f"{path}: {e}"
+    model.readout_refused = f"{path}: {INT8_HAS_NO_READOUT}"
     return model.to(device).eval()
-
-
-def refit_readout(
-    path: str | Path, folders: list[str], progress: bool = True, per_task: int = 200, size: int = 320
-) -> Path:
-    """Fit the degradation readout on the quantized model in ``path`` (its encoder is not the
-    float model's: QAT changed the weights and the quantizers round its features) and save it
-    back into the same file, with the file's own metadata kept."""
-    path = Path(path)
-    model = load_quantized(path)
-    model.readout = fit_readout(model, folders, per_task, size, progress=progress)
-    _, meta = read_safetensors(path)
-    recorded = json.loads(meta[SCHEME_KEY])
-    scheme = Int8Scheme(**{**recorded, "rewrites": tuple(recorded.get("rewrites", ()))})
-    own = (CONFIG_KEY, FORMAT_KEY, NNCF_KEY, SCHEME_KEY, READOUT_KEY)
-    kept = {k.removeprefix("baryir."): v for k, v in meta.items() if k.startswith("baryir.") and k not in own}
-    return save_quantized(model, path, scheme, kept)

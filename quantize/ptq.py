@@ -21,6 +21,7 @@ def quantize_ptq(model: BaryNet, batches: list[torch.Tensor], scheme: Int8Scheme
     if not batches:
         raise ValueError("PTQ needs calibration batches")
     fp32 = apply_rewrites(copy.deepcopy(model).cpu().eval(), scheme.rewrites)
+    fp32.readout = None  # INT8 models carry none (baryir.formats.INT8_HAS_NO_READOUT)
     with torch.no_grad():
         quantized = nncf.quantize(fp32, nncf.Dataset(batches), **nncf_quantize_kwargs(scheme, len(batches)))
     force_signed(quantized)

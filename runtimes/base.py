@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from baryir.formats import INT8_HAS_NO_READOUT
 from baryir.io.images import from_float, to_float
 
 from .processing import Tiling, pad_to_multiple, run_padded, run_tiled, tile_starts
@@ -74,11 +75,13 @@ class Runner(ABC):
     def require_degradation(self) -> None:
         """Raise the one-line reason (naming the model and the fix) if there is no degradation output."""
         if not self.degradation_classes:
-            raise ValueError(
-                self.degradation_note
-                or f"{self.info.artifact}: has no degradation output; use a model with a readout "
+            fix = (
+                INT8_HAS_NO_READOUT
+                if self.info.precision.startswith("int8")
+                else "has no degradation output; use a model with a readout "
                 "(the shipped default has one; `baryir fit-readout` fits one) and export it again"
             )
+            raise ValueError(self.degradation_note or f"{self.info.artifact}: {fix}")
 
     def analyze(self, image: np.ndarray, tiling: Tiling | None = None) -> dict[str, float]:
         """What the model reads in an (H, W, 3) image: {class: probability}. With ``tiling``
