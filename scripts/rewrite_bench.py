@@ -1,4 +1,4 @@
-r"""Before/after timing of the exact deployment rewrites, interleaved in one process and one run.
+r"""Before/after timing of the exact deployment rewrites (and of INT8 variants), interleaved in one run.
 
 Exports the float model's training graph as it is into ``--work`` (once; reused), takes the
 rewritten exports and the INT8 ones from ``--cache`` (the cache ``baryir bench`` and ``parity``
@@ -9,6 +9,8 @@ artifact is checked against its golden on this machine first (a wrong one is nev
 
     python scripts/rewrite_bench.py --model default --int8-before old-int8.safetensors \
         --int8-after out/qat/model-int8.safetensors --size 512x512 --rounds 5 --json out/rewrite_bench.json
+    python scripts/rewrite_bench.py --model default --int8 base=out/base/model-int8.safetensors \
+        transformer=out/transformer/model-int8.safetensors --rounds 6     # NNCF placement variants
 """
 
 from __future__ import annotations
@@ -43,11 +45,16 @@ def _rows(args: argparse.Namespace) -> list[tuple[str, Path, str | None]]:
         rows.append((f"openvino f32, {name}", folders["openvino"], "fp32"))
         if cpu_features().get("bf16") and not onednn_hides_bf16():
             rows.append((f"openvino bf16 (the CPU plugin's default here), {name}", folders["openvino"], "bf16"))
-    for name, ckpt in (("quantized on the training graph", args.int8_before), ("quantized rewritten", args.int8_after)):
+    int8 = [("quantized on the training graph", args.int8_before), ("quantized rewritten", args.int8_after)]
+    int8 += [tuple(spec.split("=", 1)) for spec in args.int8]
+    bf16 = cpu_features().get("bf16") and not onednn_hides_bf16()
+    for name, ckpt in int8:
         if ckpt:
             for backend in ("onnxruntime", "openvino"):
                 folder = Path(artifact_for(args.model, backend, "int8", cache, ckpt))
                 rows.append((f"{backend} int8, {name}", folder, None))
+                if backend == "openvino" and bf16:
+                    rows.append((f"openvino int8+bf16, {name}", folder, "int8+bf16"))
     return rows
 
 
@@ -56,6 +63,9 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--int8-before", help="an INT8 checkpoint quantized on the training graph")
     parser.add_argument("--int8-after", help="an INT8 checkpoint quantized on the rewritten graph")
+    parser.add_argument(
+        "--int8", nargs="*", default=[], metavar="NAME=CKPT", help="more INT8 checkpoints, e.g. NNCF placement variants"
+    )
     parser.add_argument("--size", default="512x512")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cache", default="out/artifacts", help="the exports of bench and parity (reused)")
