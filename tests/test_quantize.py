@@ -50,8 +50,12 @@ def ptq(float_path, tmp_path_factory):
     rng = np.random.default_rng(1)
     for i in range(3):
         Image.fromarray(_smooth_image(rng, (64, 64))).save(photos / f"p{i}.png")
-    out = tmp_path_factory.mktemp("ptq")
-    opts = QuantizeOptions(
+    return run_quantize(ptq_options(float_path, photos, tmp_path_factory.mktemp("ptq"))), photos
+
+
+def ptq_options(float_path, photos, out, **overrides) -> QuantizeOptions:
+    """The small PTQ of the tests: 8 degraded 32 px patches of ``photos``."""
+    return QuantizeOptions(
         model=str(float_path),
         data=[str(photos)],
         out=str(out),
@@ -60,8 +64,8 @@ def ptq(float_path, tmp_path_factory):
         calib_samples=8,
         calib_patch=32,
         progress=False,
+        **overrides,
     )
-    return run_quantize(opts), photos
 
 
 def test_ptq_quantizers_are_signed_and_reload_exactly(ptq):
@@ -329,17 +333,7 @@ def test_nncf_placement_options_are_recorded_and_change_the_placement(float_path
     """``--model-type transformer`` leaves more in float (NNCF: no quantizer after GELU or on the
     inputs of adds and multiplications); the scheme records it and the checkpoint reloads with it."""
     path, photos = ptq
-    opts = QuantizeOptions(
-        model=str(float_path),
-        data=[str(photos)],
-        out=str(tmp_path),
-        method="ptq",
-        tasks=["denoise_25", "derain"],
-        calib_samples=8,
-        calib_patch=32,
-        model_type="transformer",
-        progress=False,
-    )
+    opts = ptq_options(float_path, photos, tmp_path, model_type="transformer")
     with pytest.raises(ValueError, match="model type must be one of"):
         Int8Scheme(model_type="cnn")
     default_names = {n for n, _ in quantizers(load_quantized(path))}
@@ -367,16 +361,7 @@ def test_int8_models_carry_no_readout_and_say_so(float_path, ptq, tmp_path):
     with_one.readout = fit_readout(with_one, [str(photos)], per_task=2, size=48, progress=False)
     float_with_readout = save_model(with_one, tmp_path / "with-readout.safetensors")
     out = tmp_path / "q"
-    opts = QuantizeOptions(
-        model=str(float_with_readout),
-        data=[str(photos)],
-        out=str(out),
-        method="ptq",
-        calib_samples=4,
-        calib_patch=32,
-        progress=False,
-    )
-    quantized = run_quantize(opts)
+    quantized = run_quantize(ptq_options(float_with_readout, photos, out))
     assert "readout" not in read_header(quantized)
     assert json.loads((out / "quantize.json").read_text())["readout"] == INT8_HAS_NO_READOUT
     model = load_quantized(quantized)
