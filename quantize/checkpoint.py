@@ -95,8 +95,8 @@ def _maybe_json(value: str) -> Any:
 
 
 def load_quantized(name_or_path: str | Path, device: str | torch.device = "cpu") -> BaryNet:
-    """The NNCF-quantized BaryNet of a quantized checkpoint, in eval mode, with its degradation
-    readout when it has one fitted on these weights (else ``readout_refused`` says why)."""
+    """The NNCF-quantized BaryNet of a quantized checkpoint, in eval mode, without a degradation
+    readout (``readout_refused`` says why; one stored by an earlier version is skipped)."""
     nncf = require_nncf()
 
     path = resolve_quantized(name_or_path)
