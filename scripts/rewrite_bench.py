@@ -46,7 +46,11 @@ def _rows(args: argparse.Namespace) -> list[tuple[str, Path, str | None]]:
         if cpu_features().get("bf16") and not onednn_hides_bf16():
             rows.append((f"openvino bf16 (the CPU plugin's default here), {name}", folders["openvino"], "bf16"))
     int8 = [("quantized on the training graph", args.int8_before), ("quantized rewritten", args.int8_after)]
-    int8 += [tuple(spec.split("=", 1)) for spec in args.int8]
+    for spec in args.int8:
+        name, sep, ckpt = spec.partition("=")
+        if not (sep and name and ckpt):
+            raise SystemExit(f"--int8 {spec!r}: give NAME=CHECKPOINT")
+        int8.append((name, ckpt))
     bf16 = cpu_features().get("bf16") and not onednn_hides_bf16()
     for name, ckpt in int8:
         if ckpt:

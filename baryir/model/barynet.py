@@ -175,6 +175,8 @@ class BaryNet(nn.Module):
         a readout is fitted on). Deployment graphs, runners and readout fitting go through here,
         not through ``restore_and_analyze``/``analyze``/``latents``: a quantized model's
         quantizers hook ``forward`` only."""
+        if degradation not in ("none", "also", "only", "latents"):
+            raise ValueError(f"degradation must be none, also, only or latents, not {degradation!r}")
         if degradation == "latents":
             return self.latents(x, LATENTS)
         if degradation == "only":
