@@ -29,7 +29,7 @@ from baryir.data.degradations import degrade
 from baryir.data.photos import list_images, read_images
 from baryir.evaluate import image_seed
 from baryir.model import DEGRADATION_CLASSES
-from baryir.model.readout import DEFAULT_LATENTS
+from baryir.model.readout import DEFAULT_LATENTS, weights_digest
 
 #: The representations compared: name -> the latents it concatenates ("image": image statistics).
 REPRESENTATIONS: dict[str, tuple[str, ...]] = {
@@ -140,9 +140,15 @@ def main() -> None:
     fit = list(fitting_samples(args.fit, args.per_task, args.size))
     fit_labels = label_ids(fit)
     tests = test_samples(args.clean, tuple(args.rain_pairs) if args.rain_pairs else None)
-    # what the features depend on (not the fit's penalty or the report files)
+    # what the features depend on (not the fit's penalty or the report files): the arguments, the
+    # fitting generators and the weights
     arguments = json.dumps(
-        {k: v for k, v in vars(args).items() if k not in ("features", "l2", "md", "json")}, default=str
+        {
+            **{k: v for k, v in vars(args).items() if k not in ("features", "l2", "md", "json")},
+            "fit_tasks": FIT_TASKS,
+            "weights": weights_digest(model.state_dict()),
+        },
+        default=str,
     )
     if args.features and args.features.exists():  # features of an earlier run of the same arguments
         cached = torch.load(args.features, weights_only=True)
