@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+import baryir.formats as formats_table
 import baryir.model as model_code
 import baryir.quantize as quantize_code
 from baryir.checkpoints import file_sha256, load_model, resolve_model_path
@@ -49,9 +50,11 @@ def source_checkpoint(model: str | Path, precision: str) -> Path:
 
 def export_code_fingerprint() -> str:
     """A hash of what turns a checkpoint into a graph: this project's model, quantization and
-    export code and the installed PyTorch. A cache of exports keyed by it never serves an
-    artifact made by other code (an export bug fixed, a rewrite changed)."""
-    digest = hashlib.sha256(torch.__version__.encode())
+    export code, the format table (which rewrites each format's exports apply) and the installed
+    PyTorch.
+    A cache of exports keyed by it never serves an artifact made by other code (an export bug
+    fixed, a rewrite changed)."""
+    digest = hashlib.sha256(torch.__version__.encode() + Path(formats_table.__file__).read_bytes())
     for root in (Path(model_code.__file__).parent, Path(quantize_code.__file__).parent, Path(__file__).parent):
         for path in sorted(root.rglob("*")):
             if path.suffix in (".py", ".json"):

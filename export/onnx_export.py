@@ -44,13 +44,12 @@ def export_onnx(ctx: ExportContext, precision: str, path: Path, analysis: Path |
     _require()
     if precision not in _DTYPES:
         raise ValueError(f"ONNX precision must be one of {sorted(_DTYPES)}, not {precision!r}")
-    if precision == "int8":
-        export_mode = qdq_export_mode(ctx.model)
-    else:
-        export_mode = contextlib.nullcontext()
     # an INT8 model was rewritten before it was quantized (its quantizers sit on that graph)
     rewrites = () if precision == "int8" else ctx.rewrites
     wrapper = DeploymentModel(ctx.model, compute_dtype=_DTYPES[precision], rewrites=rewrites)
+    # Q/DQ export mode on the quantizers of the module traced: a rewrite or a cast works on a copy,
+    # whose quantizers are its own (set on ctx.model, a copy traced NNCF's FakeQuantize op instead)
+    export_mode = qdq_export_mode(wrapper.model) if precision == "int8" else contextlib.nullcontext()
     dynamic = {0: "batch", 2: "height", 3: "width"}
     outputs = [OUTPUT_NAME, DEGRADATION_NAME] if wrapper.analyzes else [OUTPUT_NAME]
     axes = {INPUT_NAME: dynamic, OUTPUT_NAME: dynamic, DEGRADATION_NAME: {0: "batch"}}

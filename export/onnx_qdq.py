@@ -68,6 +68,23 @@ def fold_weight_quantizers(model):
 CPU_WEIGHT_LEVELS = (-64, 63)
 
 
+def weights_not_7bit(model) -> list[str]:
+    """What would make an INT8 graph wrong on CPUs without VNNI: int8 weights feeding a
+    DequantizeLinear outside :data:`CPU_WEIGHT_LEVELS`, and quantizers that are not Q/DQ pairs
+    (NNCF's own FakeQuantize op, whose weights cannot be requantized here). Empty when right."""
+    from onnx import numpy_helper
+
+    low, high = CPU_WEIGHT_LEVELS
+    inits = {t.name: t for t in model.graph.initializer}
+    wrong = [f"{n.name or n.op_type}: a {n.op_type} op" for n in model.graph.node if n.op_type == "FakeQuantize"]
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            q = numpy_helper.to_array(inits[node.input[0]])
+            if q.dtype == np.int8 and q.size and (q.min() < low or q.max() > high):
+                wrong.append(f"{node.input[0]}: int8 weights in [{q.min()}, {q.max()}]")
+    return wrong
+
+
 def halve_weight_range(model) -> int:
     """Requantize every int8 weight initializer feeding a DequantizeLinear to 7 bits
     (``q / 2`` rounded into :data:`CPU_WEIGHT_LEVELS`, scale doubled: the same real values,

@@ -24,7 +24,7 @@ from baryir.runtimes.backends.openvino_runner import OpenVINORunner
 
 from .common import ExportContext, export_versions, validate_runner, validation_sizes
 from .onnx_export import export_onnx
-from .onnx_qdq import CPU_WEIGHT_LEVELS, halve_weight_range
+from .onnx_qdq import CPU_WEIGHT_LEVELS, halve_weight_range, weights_not_7bit
 from .wrapper import DeploymentModel
 
 
@@ -73,6 +73,13 @@ def _int8_from_qdq(ctx: ExportContext, ov) -> tuple[object, int]:
         export_onnx(ctx, "int8", source)
         graph = onnx.load(str(source))
         halved = halve_weight_range(graph)
+        wrong = weights_not_7bit(graph)
+        if wrong or not halved:
+            what = "; ".join(wrong[:3]) or "no int8 weights in Q/DQ form"
+            raise ValueError(
+                f"{ctx.source}: its INT8 graph would be wrong on CPUs without VNNI (weights not requantized "
+                f"to 7 bits: {what}); this is an export bug, please report it"
+            )
         onnx.save(graph, str(source))
         return ov.convert_model(str(source)), halved
 

@@ -183,6 +183,17 @@ def test_without_vnni_full_range_weights_saturate_and_7_bit_weights_do_not(tmp_p
     assert float(errors["halved"]) < 1e-3  # the same real weights in 7 bits: exact
 
 
+def test_weights_not_7bit_names_what_a_cpu_without_vnni_would_get_wrong():
+    from baryir.export.onnx_qdq import halve_weight_range, weights_not_7bit
+
+    model = _conv_qdq(np.where(np.random.default_rng(0).random((8, 8, 3, 3)) > 0.5, 127, -127).astype(np.int8))
+    assert weights_not_7bit(model) == ["w: int8 weights in [-127, 127]"]
+    assert halve_weight_range(model) == 1 and weights_not_7bit(model) == []
+    # a graph traced with NNCF's own FakeQuantize op instead of Q/DQ pairs: nothing to requantize
+    model.graph.node.append(helper.make_node("FakeQuantize", ["y", "xs", "xs", "xs", "xs"], ["z"], name="fq"))
+    assert weights_not_7bit(model) == ["fq: a FakeQuantize op"]
+
+
 def test_a_miss_is_explained_by_the_backend_that_knows_its_cause(tmp_path, monkeypatch):
     ov = pytest.importorskip("openvino")
     from baryir.runtimes.backends.openvino_runner import OpenVINORunner
