@@ -51,9 +51,8 @@ def source_checkpoint(model: str | Path, precision: str) -> Path:
 def export_code_fingerprint() -> str:
     """A hash of what turns a checkpoint into a graph: this project's model, quantization and
     export code, the format table (which rewrites each format's exports apply) and the installed
-    PyTorch.
-    A cache of exports keyed by it never serves an artifact made by other code (an export bug
-    fixed, a rewrite changed)."""
+    PyTorch. A cache of exports keyed by it never serves an artifact made by other code (an export
+    bug fixed, a rewrite changed)."""
     digest = hashlib.sha256(torch.__version__.encode() + Path(formats_table.__file__).read_bytes())
     for root in (Path(model_code.__file__).parent, Path(quantize_code.__file__).parent, Path(__file__).parent):
         for path in sorted(root.rglob("*")):

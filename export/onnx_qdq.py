@@ -68,20 +68,27 @@ def fold_weight_quantizers(model):
 CPU_WEIGHT_LEVELS = (-64, 63)
 
 
+def _int8_weights(graph):
+    """(DequantizeLinear node, its int8 initializer as an array) for every int8 weight of ``graph``."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            q = numpy_helper.to_array(inits[node.input[0]])
+            if q.dtype == np.int8:
+                yield node, q
+
+
 def weights_not_7bit(model) -> list[str]:
     """What would make an INT8 graph wrong on CPUs without VNNI: int8 weights feeding a
     DequantizeLinear outside :data:`CPU_WEIGHT_LEVELS`, and quantizers that are not Q/DQ pairs
     (NNCF's own FakeQuantize op, whose weights cannot be requantized here). Empty when right."""
-    from onnx import numpy_helper
-
     low, high = CPU_WEIGHT_LEVELS
-    inits = {t.name: t for t in model.graph.initializer}
     wrong = [f"{n.name or n.op_type}: a {n.op_type} op" for n in model.graph.node if n.op_type == "FakeQuantize"]
-    for node in model.graph.node:
-        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
-            q = numpy_helper.to_array(inits[node.input[0]])
-            if q.dtype == np.int8 and q.size and (q.min() < low or q.max() > high):
-                wrong.append(f"{node.input[0]}: int8 weights in [{q.min()}, {q.max()}]")
+    for node, q in _int8_weights(model.graph):
+        if q.size and (q.min() < low or q.max() > high):
+            wrong.append(f"{node.input[0]}: int8 weights in [{q.min()}, {q.max()}]")
     return wrong
 
 
@@ -97,15 +104,12 @@ def halve_weight_range(model) -> int:
     for node in graph.node:
         for name in node.input:
             uses[name] = uses.get(name, 0) + 1
+    low, high = CPU_WEIGHT_LEVELS
     changed = 0
-    for node in graph.node:
-        if node.op_type != "DequantizeLinear" or node.input[0] not in inits:
-            continue
-        q = numpy_helper.to_array(inits[node.input[0]])
-        if q.dtype != np.int8 or uses[node.input[0]] != 1 or uses[node.input[1]] != 1:
+    for node, q in list(_int8_weights(graph)):
+        if uses[node.input[0]] != 1 or uses[node.input[1]] != 1:
             continue
         scale = numpy_helper.to_array(inits[node.input[1]])
-        low, high = CPU_WEIGHT_LEVELS
         q7 = np.clip(np.rint(q.astype(np.float32) / 2), low, high).astype(np.int8)
         inits[node.input[0]].CopyFrom(numpy_helper.from_array(q7, node.input[0]))
         inits[node.input[1]].CopyFrom(numpy_helper.from_array((scale * 2).astype(scale.dtype), node.input[1]))

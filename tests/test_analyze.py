@@ -98,7 +98,7 @@ def test_a_readout_for_other_weights_is_refused_not_the_model(analysing_model, t
     with pytest.raises(ValueError, match="changed.safetensors: .*refit it with `baryir fit-readout`"):
         model.analyze(torch.rand(1, 3, 32, 32))
     assert model(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)  # restoring is unaffected
-    with pytest.raises(ValueError, match="degradation must be none, also, only or latents"):
+    with pytest.raises(ValueError, match="degradation must be none, also, only, latents"):
         model(torch.rand(1, 3, 32, 32), degradation="al")  # a mistyped mode is refused, not a silent restore
 
 

@@ -30,6 +30,10 @@ RESIDUAL_JOIN = 0.8
 BaryOutputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
+#: What ``BaryNet.forward`` returns beside (or instead of) the restored image.
+DEGRADATION_MODES = ("none", "also", "only", "latents")
+
+
 class BaryNet(nn.Module):
     """All-in-one restoration network with a learned Wasserstein-barycenter latent.
 
@@ -175,8 +179,8 @@ class BaryNet(nn.Module):
         a readout is fitted on). Deployment graphs, runners and readout fitting go through here,
         not through ``restore_and_analyze``/``analyze``/``latents``: a quantized model's
         quantizers hook ``forward`` only."""
-        if degradation not in ("none", "also", "only", "latents"):
-            raise ValueError(f"degradation must be none, also, only or latents, not {degradation!r}")
+        if degradation not in DEGRADATION_MODES:
+            raise ValueError(f"degradation must be {', '.join(DEGRADATION_MODES)}, not {degradation!r}")
         if degradation == "latents":
             return self.latents(x, LATENTS)
         if degradation == "only":
