@@ -86,3 +86,30 @@ def test_options_that_mean_nothing_are_refused_by_name(files, tmp_path, capsys):
     finally:
         os.chdir(cwd)
     assert "empty input name" in capsys.readouterr().err and not (tmp_path / "cur").exists()
+
+
+def test_an_output_of_the_wrong_kind_is_refused_before_any_work(files, tmp_path, capsys):
+    """A report path that is a folder, an output folder that is a file, or a path under a file
+    fails at once with the option named: no image is read, nothing is created."""
+    _, model, photos, _ = files
+    a = str(photos / "a.png")
+    cases = {
+        "is a folder; --json takes a file path": ["analyze", a, "--model", str(model), "--json", str(photos)],
+        "is a file; --out takes a folder": ["restore", a, "--model", str(model), "-o", a],
+        "is a file; --cache takes a folder": ["eval", "--model", str(model), "--clean", str(photos), "--cache", a],
+        "its parent": ["bench", "--model", str(model), "--json", f"{a}/r.json"],
+        "is a folder; --output takes a file path": [
+            "fit-readout",
+            "--model",
+            str(model),
+            "--data",
+            str(photos),
+            "-o",
+            str(photos),
+        ],
+    }
+    for message, argv in cases.items():
+        _unchanged([model, photos / "a.png"], lambda a=argv: main(a))
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (argv, err)
+    assert sorted(p.name for p in photos.iterdir()) == ["a.png", "b.png"]

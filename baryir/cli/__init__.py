@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from ..formats import needs_extra
-from ..io.atomic import refuse_overwriting_inputs
+from ..io.atomic import refuse_overwriting_inputs, refuse_wrong_kind
 from ..signals import TrainingStopped
 from . import deploy, measure, models, training
 
@@ -34,8 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Options naming a file a command writes whole (reports, plots, figures).
 WRITTEN_FILES = ("json", "plot", "figure")
-#: Options naming the folder a command writes into; each command guards its own files there.
+#: Options naming what a command writes into: a folder (``out``) or a model file (``output``);
+#: each command guards its own files there.
 WRITTEN_FOLDERS = ("out", "output")
+#: Every option naming something a command writes, and whether it is a folder.
+WRITES_FOLDER = {**dict.fromkeys((*WRITTEN_FILES, "output", "potentials"), False), "out": True, "cache": True}
 
 
 def read_paths(args: argparse.Namespace) -> list[Path]:
@@ -53,8 +56,12 @@ def read_paths(args: argparse.Namespace) -> list[Path]:
 
 
 def guard_written_files(args: argparse.Namespace) -> None:
-    """The one guard of every command's whole-file outputs: none may be, link to or lie in what
-    the command reads."""
+    """The one guard of every command's outputs, before any work: each is of the kind its option
+    names (a folder for ``out`` and ``cache``, a file otherwise), and no whole-file output may be, link to or
+    lie in what the command reads."""
+    for name, folder in WRITES_FOLDER.items():
+        if getattr(args, name, None):
+            refuse_wrong_kind(getattr(args, name), folder, option=f"--{name}")
     outputs = [getattr(args, name) for name in WRITTEN_FILES if getattr(args, name, None)]
     if outputs:
         refuse_overwriting_inputs(read_paths(args), outputs)

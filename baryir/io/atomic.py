@@ -90,6 +90,21 @@ def _hard_linked_into(out: Path, folder: Path, limit: int = 100_000) -> Path | N
     return None
 
 
+def refuse_wrong_kind(path: str | Path, folder: bool, option: str) -> None:
+    """Raise ``ValueError`` before any work if ``path`` cannot be written as a file (``folder``
+    False) or created as a folder: it exists as the other kind, or a parent of it is a file."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        what = "a folder" if path.is_dir() else "a file"
+        wanted = "a folder (created if missing)" if folder else "a file path"
+        raise ValueError(f"{path}: is {what}; {option} takes {wanted}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{path}: its parent {parent} is a file; choose another {option}")
+            break
+
+
 def refuse_overwriting_inputs(inputs: Iterable[str | Path], outputs: Iterable[str | Path]) -> None:
     """Raise ``ValueError`` naming both if an output would replace what the command reads: an
     input file (same path, a symlink or a hard link to it), an existing file inside an input
