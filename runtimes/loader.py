@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 
 from baryir.formats import (
@@ -15,7 +14,7 @@ from baryir.formats import (
     TORCH_RUNNER,
     format_of_file,
 )
-from baryir.io.text import clip
+from baryir.io.text import clip, read_json
 
 from .base import Runner
 from .verify import artifact_folder, artifact_inside, check_on_load
@@ -30,13 +29,13 @@ def _resolve(artifact: str | Path) -> tuple[str, Path | str, dict]:
             raise FileNotFoundError(
                 f"{path} is a folder without manifest.json; pass the model file or an export folder"
             )
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_json(manifest_path)
         fmt = FORMATS.get(manifest.get("format")) if isinstance(manifest, dict) else None
         if fmt is None:
             raise ValueError(f"{manifest_path}: not a baryir manifest with a known format; re-export the artifact")
         return fmt.backend, artifact_inside(path, manifest.get("artifact")), manifest
     manifest_path = path.parent / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if path.exists() and manifest_path.exists() else {}
+    manifest = read_json(manifest_path) if path.exists() and manifest_path.exists() else {}
     fmt = format_of_file(path)
     if fmt is not None:
         return fmt.backend, path, manifest

@@ -20,7 +20,7 @@ import numpy as np
 
 from baryir.formats import BY_BACKEND, MAX_DEGRADATION_CLASSES
 from baryir.io.atomic import atomic_write
-from baryir.io.text import clip
+from baryir.io.text import clip, read_json
 
 from .base import Runner
 from .compare import TOLERANCES, check_tolerance, compare, compare_degradation, tolerance_for
@@ -114,7 +114,7 @@ def read_golden(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
 def verify_runner(runner: Runner, folder: str | Path) -> dict:
     """Run ``golden.npz``'s input through ``runner`` and compare with its output; one result row."""
     folder = Path(folder)
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = read_json(folder / "manifest.json")
     if not isinstance(manifest, dict):
         raise ArtifactCheckError(f"{folder / 'manifest.json'}: not a baryir manifest; re-export the artifact")
     image, reference, degradation = read_golden(folder / "golden.npz")
@@ -200,7 +200,7 @@ def check_on_load(runner: Runner, folder: str | Path) -> dict | None:
     key = _cache_key(folder, runner)
     cache_file = _cache_file()
     try:
-        cache = json.loads(cache_file.read_text())
+        cache = read_json(cache_file)
     except (OSError, ValueError):
         cache = {}
     if isinstance(cache, dict) and key in cache:

@@ -121,10 +121,19 @@ def test_verify_bounds_its_golden_and_goes_on_after_a_bad_one(onnx_artifacts, tm
     np.savez(huge / "golden.npz", input=big, output=big)
     garbage = _copy(good, tmp_path / "garbage")
     (garbage / "golden.npz").write_bytes(b"PK\x03\x04 not a zip")
-    assert main(["verify", str(huge), str(garbage), str(good)]) == 1
+    big_manifest = _copy(good, tmp_path / "big_manifest")
+    with open(big_manifest / "manifest.json", "r+b") as f:  # a sparse 64 MB file: never read whole
+        f.truncate(64 << 20)
+    deep = _copy(good, tmp_path / "deep")
+    (deep / "manifest.json").write_text("[" * 200_000 + "]" * 200_000)
+    assert main(["verify", str(huge), str(garbage), str(big_manifest), str(deep), str(good)]) == 1
     captured = capsys.readouterr()
     assert "larger than checks run" in captured.err and "not a readable golden file" in captured.err
-    assert captured.out.count("| pass |") == 1  # the good one after two bad ones
+    assert "manifest.json: larger than" in captured.err and "nested too deep" in captured.err
+    assert captured.out.count("| pass |") == 1  # the good one after four bad ones
+    for bad in (big_manifest, deep):  # loading a runner reads the manifest through the same bound
+        with pytest.raises(ValueError, match="manifest.json"):
+            load_runner(bad)
 
 
 def _conv_qdq(weights: np.ndarray) -> onnx.ModelProto:

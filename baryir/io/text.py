@@ -1,8 +1,13 @@
-"""Values from untrusted files, shown in messages at a bounded cost (torch-free)."""
+"""Values from untrusted files, read and shown in messages at a bounded cost (torch-free)."""
 
 from __future__ import annotations
 
+import json
 import reprlib
+from pathlib import Path
+
+#: The largest JSON file read (manifests, configs, the verification cache are a few kB).
+MAX_JSON_BYTES = 4 << 20
 
 
 class _Bounded(reprlib.Repr):
@@ -29,3 +34,17 @@ def clip(value: object) -> str:
     are cut, containers show a few items and two levels (a nested structure that references itself
     thousands of times is never expanded)."""
     return _REPR.repr(value)
+
+
+def read_json(path: str | Path, max_bytes: int = MAX_JSON_BYTES) -> object:
+    """The JSON value in ``path``; a file over ``max_bytes`` (a pipe or device included) is
+    refused after reading at most that much, and nesting too deep to parse is a ``ValueError``."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"{path}: larger than {max_bytes:,} bytes, not a file baryir wrote; re-create it")
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deep to read; re-create it") from None

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..io.text import read_json
+
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -179,7 +181,7 @@ def config_from_spec(spec: str) -> BaryConfig:
         return get_config(spec)
     path = Path(spec)
     try:
-        d = json.loads(path.read_text())
+        d = read_json(path)
         if not isinstance(d, dict):
             raise ValueError("it must hold a JSON object")
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
