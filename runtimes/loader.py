@@ -14,7 +14,7 @@ from baryir.formats import (
     TORCH_RUNNER,
     format_of_file,
 )
-from baryir.io.text import clip, read_json
+from baryir.io.text import clip, one_line, read_json
 
 from .base import Runner
 from .verify import artifact_folder, artifact_inside, check_on_load
@@ -130,4 +130,12 @@ def runner_class(backend: str) -> type[Runner]:
 
 
 def _open(backend: str, path: Path | str, device: str | None, precision: str | None, manifest: dict) -> Runner:
-    return runner_class(backend).open(str(path), device, precision, manifest)
+    """The backend's runner for ``path``; a file the backend's library refuses is a ValueError
+    naming it (ONNX Runtime's own errors are not RuntimeErrors; OpenVINO's span several lines)."""
+    cls = runner_class(backend)
+    try:
+        return cls.open(str(path), device, precision, manifest)
+    except (ImportError, ValueError, OSError):  # ours: already one line naming the file or the fix
+        raise
+    except Exception as e:
+        raise ValueError(f"{path}: {backend} cannot load it ({one_line(str(e))}); re-export the artifact") from e

@@ -136,6 +136,38 @@ def test_verify_bounds_its_golden_and_goes_on_after_a_bad_one(onnx_artifacts, tm
             load_runner(bad)
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_graph_its_runtime_refuses_fails_alone_in_one_line(onnx_artifacts, tmp_path, capsys, backend):
+    """A corrupt graph and one whose weights point outside its folder (external data: an absolute
+    path, a ``..`` path) are each one failed row naming the file; the good artifact is still checked."""
+    pytest.importorskip(backend)
+    good, _ = onnx_artifacts
+    garbage = _copy(good, tmp_path / "garbage")
+    (garbage / "model.onnx").write_bytes(b"not a protobuf")
+    escaping = []
+    for name, location in (("absolute", "/etc/hostname"), ("dotdot", "../../../../../../etc/hostname")):
+        folder = _copy(good, tmp_path / name)
+        graph = onnx.load(str(folder / "model.onnx"))
+        weight = next(t for t in graph.graph.initializer if len(t.dims) == 4)
+        weight.ClearField("raw_data")
+        weight.data_location = onnx.TensorProto.EXTERNAL
+        entry = weight.external_data.add()
+        entry.key, entry.value = "location", location
+        onnx.save(graph, str(folder / "model.onnx"))
+        escaping.append(folder)
+    bad = [garbage, *escaping]
+    assert main(["verify", *map(str, bad), str(good), "--backend", backend]) == 1
+    captured = capsys.readouterr()
+    rows = [line for line in captured.out.splitlines() if line.startswith(f"| {tmp_path}") or "| pass |" in line]
+    assert len(rows) == 4 and rows[-1].endswith("| pass |")
+    errors = captured.err.splitlines()
+    for folder in bad:
+        line = next(e for e in errors if e.startswith(f"error: {folder}:"))
+        assert f"{folder / 'model.onnx'}: {backend} cannot load it" in line and "re-export" in line
+        with pytest.raises(ValueError, match="cannot load it"):  # the same one-line error from the Python API
+            load_runner(folder, backend=backend)
+
+
 def _conv_qdq(weights: np.ndarray) -> onnx.ModelProto:
     """x -> Q/DQ (int8) -> Conv with int8 weights behind a DequantizeLinear."""
     c = weights.shape[0]

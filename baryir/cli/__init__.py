@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..formats import needs_extra
 from ..io.atomic import refuse_overwriting_inputs, refuse_wrong_kind
+from ..io.text import one_line
 from ..signals import TrainingStopped
 from . import deploy, measure, models, training
 
@@ -93,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, OSError) and e.strerror:  # "FILE: reason", not Python's "[Errno 2] ...: 'FILE'"
             print(f"error: {f'{e.filename}: ' if e.filename else ''}{e.strerror}", file=sys.stderr)
         else:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except Exception as e:  # a bug or an unforeseen input: still one line, the traceback on --debug
         if args.debug:
             raise
-        print(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        print(f"error: {type(e).__name__}: {one_line(str(e))} (run with --debug for the traceback)", file=sys.stderr)
         return 2

@@ -148,6 +148,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from baryir.io.text import one_line
     from baryir.runtimes import load_runner
     from baryir.runtimes.verify import ArtifactCheckError, artifact_folder, verify_runner
 
@@ -168,9 +169,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         with runner:
             try:
                 results.append(verify_runner(runner, folder))
-            except (ArtifactCheckError, ValueError, OSError) as e:
-                print(f"error: {artifact}: {e}", file=sys.stderr)
-                results.append({"artifact": artifact, "passed": False, "failures": [str(e)]})
+            except Exception as e:  # whatever the backend raises on this artifact fails its row alone
+                ours = isinstance(e, ArtifactCheckError | ValueError | OSError)
+                reason = one_line(str(e) if ours else f"{type(e).__name__}: {e}")
+                print(f"error: {artifact}: {reason}", file=sys.stderr)
+                results.append({"artifact": artifact, "passed": False, "failures": [reason]})
     print("| artifact | backend | device | runs at | PSNR vs PyTorch | max abs | tolerance | result |")
     print("|---|---|---|---|---:|---:|---|---|")
     for r in results:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import reprlib
 from pathlib import Path
 
@@ -48,3 +49,15 @@ def read_json(path: str | Path, max_bytes: int = MAX_JSON_BYTES) -> object:
         return json.loads(data)
     except RecursionError:
         raise ValueError(f"{path}: JSON nested too deep to read; re-create it") from None
+
+
+#: Source locations runtimes put before their message (OpenVINO: "Exception from src/x.cpp:84:",
+#: "Check 'false' failed at src/y.cpp:47:").
+_SOURCE_LOCATION = re.compile(r"(Exception from|Check '[^']*' failed at) \S+:\d+:")
+
+
+def one_line(message: str, limit: int = 500) -> str:
+    """A library's error message as one line: source locations dropped, whitespace and line
+    breaks collapsed, at most ``limit`` characters."""
+    text = " ".join(_SOURCE_LOCATION.sub(" ", message).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
