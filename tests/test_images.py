@@ -339,3 +339,20 @@ def test_photos_up_to_the_stated_limit_are_read(tmp_path):
     side = 9800  # 96 MP: above Pillow's own default warning (89.5 MP), below our 100 MP limit
     Image.new("L", (side, side)).save(tmp_path / "big.png")
     assert read_image(tmp_path / "big.png").rgb.shape == (side, side, 3)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_pipe_or_an_oversized_file_is_refused_without_reading_it(model_path, tmp_path, capsys):
+    """A named pipe would block the batch forever and a huge file would be read whole: each is
+    refused from its metadata alone, and the good image beside them is restored."""
+    from baryir.io.images import MAX_FILE_BYTES
+
+    os.mkfifo(tmp_path / "pipe.png")  # no writer: opening it would wait forever
+    with open(tmp_path / "huge.png", "wb") as f:  # sparse: costs no disk
+        f.truncate(MAX_FILE_BYTES + 1)
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(tmp_path / "good.png")
+    inputs = [tmp_path / n for n in ("pipe.png", "huge.png", "good.png")]
+    assert _restore(model_path, *inputs, "-o", tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert "pipe.png: not a regular file" in err and "huge.png: larger than" in err and "restored 1 of 3" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.png"]

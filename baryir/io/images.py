@@ -18,6 +18,7 @@ write is refused. Never wrong pixels:
 from __future__ import annotations
 
 import io
+import stat
 import struct
 import warnings
 import zlib
@@ -31,6 +32,8 @@ from .atomic import atomic_write_bytes
 
 #: Refuse images above this many pixels (decompression bombs); 100 MP covers real photos.
 MAX_PIXELS = 100_000_000
+#: The largest image file read: MAX_PIXELS of 16-bit RGBA uncompressed, plus room for metadata.
+MAX_FILE_BYTES = MAX_PIXELS * 8 + (64 << 20)
 #: Output suffix -> Pillow format name; the suffixes read as images.
 IMAGE_CODECS = {
     ".png": "PNG",
@@ -282,7 +285,16 @@ def read_image(path: str | Path) -> Picture:
     path = Path(path)
     if path.is_dir():
         raise ImageError("is a folder, not an image")
-    data = path.read_bytes()
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):  # a pipe would block forever, a device never end
+        raise ImageError("not a regular file (a pipe, socket or device); save the image to a file first")
+    too_large = f"larger than {MAX_FILE_BYTES:,} bytes, more than any image of {MAX_PIXELS:,} pixels"
+    if st.st_size > MAX_FILE_BYTES:
+        raise ImageError(too_large)
+    with open(path, "rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)  # bounded even if the file grows meanwhile
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(too_large)
     try:
         with warnings.catch_warnings():
             # our own MAX_PIXELS guard below is the limit (Pillow's default warns from 89 MP)
