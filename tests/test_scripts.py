@@ -1,4 +1,4 @@
-"""The helper scripts that prepare work elsewhere (scripts/pack_data.py: photos for a GPU lease)."""
+"""The helper scripts: scripts/pack_data.py (photos for a GPU lease), scripts/interpolate_weights.py."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from interpolate_weights import interpolate  # noqa: E402
 from pack_data import pack  # noqa: E402
 
 
@@ -66,3 +67,24 @@ def test_rain_stats_measure_streaks_as_drawn():
     assert near_vertical > 0.9 * sum(stats["angle"])
     tilted = layer_stats(np.ascontiguousarray(layer.T))  # horizontal streaks: far from vertical
     assert sum(w for c, w in zip(centre, tilted["angle"]) if abs(c) <= 10) < 0.1 * sum(tilted["angle"])
+
+
+def test_interpolated_weights_are_exact_at_the_ends_and_refuse_other_configs():
+    import torch
+
+    from baryir import build_model
+
+    torch.manual_seed(0)
+    a, b = build_model("nano").eval(), build_model("nano").eval()
+    sa, sb = a.state_dict(), b.state_dict()
+    for alpha, expected in ((0.0, sa), (1.0, sb)):
+        mixed = interpolate(a, b, alpha).state_dict()
+        assert all(torch.equal(mixed[k], expected[k]) for k in sa)
+    half = interpolate(a, b, 0.5).state_dict()
+    name = next(k for k, v in sa.items() if v.is_floating_point() and not torch.equal(v, sb[k]))
+    torch.testing.assert_close(half[name], (sa[name] + sb[name]) / 2)
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():  # a working model, not only a state dict
+        assert torch.isfinite(interpolate(a, b, 0.5)(x)).all()
+    with pytest.raises(ValueError, match="different configs"):
+        interpolate(a, build_model("mobile"), 0.5)
