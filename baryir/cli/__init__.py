@@ -58,8 +58,8 @@ def read_paths(args: argparse.Namespace) -> list[Path]:
 
 def guard_written_files(args: argparse.Namespace) -> None:
     """The one guard of every command's outputs, before any work: each is of the kind its option
-    names (a folder for ``out`` and ``cache``, a file otherwise), and no whole-file output may be, link to or
-    lie in what the command reads."""
+    names (a folder for ``out`` and ``cache``, a file otherwise), and no whole-file output may
+    be, link to or lie in what the command reads."""
     for name, folder in WRITES_FOLDER.items():
         if getattr(args, name, None):
             refuse_wrong_kind(getattr(args, name), folder, option=f"--{name}")
