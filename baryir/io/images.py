@@ -18,7 +18,6 @@ write is refused. Never wrong pixels:
 from __future__ import annotations
 
 import io
-import stat
 import struct
 import warnings
 import zlib
@@ -29,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageCms
 
 from .atomic import atomic_write_bytes
+from .text import read_bounded
 
 #: Refuse images above this many pixels (decompression bombs); 100 MP covers real photos.
 MAX_PIXELS = 100_000_000
@@ -285,16 +285,10 @@ def read_image(path: str | Path) -> Picture:
     path = Path(path)
     if path.is_dir():
         raise ImageError("is a folder, not an image")
-    st = path.stat()
-    if not stat.S_ISREG(st.st_mode):  # a pipe would block forever, a device never end
-        raise ImageError("not a regular file (a pipe, socket or device); save the image to a file first")
-    too_large = f"larger than {MAX_FILE_BYTES:,} bytes, more than any image of {MAX_PIXELS:,} pixels"
-    if st.st_size > MAX_FILE_BYTES:
-        raise ImageError(too_large)
-    with open(path, "rb") as f:
-        data = f.read(MAX_FILE_BYTES + 1)  # bounded even if the file grows meanwhile
-    if len(data) > MAX_FILE_BYTES:
-        raise ImageError(too_large)
+    try:
+        data = read_bounded(path, MAX_FILE_BYTES)
+    except ValueError as e:  # the message without the path: the caller names the file
+        raise ImageError(str(e).removeprefix(f"{path}: ")) from None
     try:
         with warnings.catch_warnings():
             # our own MAX_PIXELS guard below is the limit (Pillow's default warns from 89 MP)

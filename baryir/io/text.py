@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import reprlib
+import stat
 from pathlib import Path
 
 #: The largest JSON file read (manifests, configs, the verification cache are a few kB).
@@ -37,14 +38,28 @@ def clip(value: object) -> str:
     return _REPR.repr(value)
 
 
-def read_json(path: str | Path, max_bytes: int = MAX_JSON_BYTES) -> object:
-    """The JSON value in ``path``; a file over ``max_bytes`` (a pipe or device included) is
-    refused after reading at most that much, and nesting too deep to parse is a ``ValueError``."""
+def read_bounded(path: str | Path, max_bytes: int) -> bytes:
+    """The bytes of the regular file ``path``, refused (``ValueError``) from its metadata if it is
+    a pipe, socket or device (they may block or never end) or larger than ``max_bytes``; exactly
+    its size is allocated."""
     path = Path(path)
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{path}: not a regular file (a pipe, socket or device); save it to a file first")
+    if st.st_size > max_bytes:
+        raise ValueError(f"{path}: larger than {max_bytes:,} bytes ({st.st_size:,}), more than such a file holds")
     with open(path, "rb") as f:
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise ValueError(f"{path}: larger than {max_bytes:,} bytes, not a file baryir wrote; re-create it")
+        data = f.read(st.st_size)
+        if f.read(1):
+            raise ValueError(f"{path}: it grew while it was read; try again once it is written")
+    return data
+
+
+def read_json(path: str | Path, max_bytes: int = MAX_JSON_BYTES) -> object:
+    """The JSON value in ``path`` (:func:`read_bounded`: a file over ``max_bytes`` is refused
+    before it is read); nesting too deep to parse is a ``ValueError``."""
+    path = Path(path)
+    data = read_bounded(path, max_bytes)
     try:
         return json.loads(data)
     except RecursionError:
