@@ -276,12 +276,15 @@ def test_bad_options_are_one_line(capsys, tmp_path):
 
 
 def test_an_os_error_names_its_file_in_the_one_line_error(tmp_path, capsys):
-    """OSErrors read "error: FILE: reason" (Python's own text hides the name behind [Errno 20])."""
-    blocker = tmp_path / "file"
-    blocker.write_text("a file where the output folder should be")
+    """OSErrors read "error: FILE: reason" (Python's own text hides the name behind [Errno 36])."""
+    too_long = tmp_path / ("x" * 300) / "demo"  # over NAME_MAX (255) on every common file system
+    assert main(["demo", "-o", str(too_long)]) == 2
+    line = _one_line_error(capsys, "x" * 300)
+    assert line.startswith(f"error: {too_long}") and line.endswith(": File name too long"), line
+    blocker = tmp_path / "file"  # a file where the output folder should be: refused before any work
+    blocker.write_text("not a folder")
     assert main(["demo", "-o", str(blocker / "demo")]) == 2
-    line = _one_line_error(capsys, str(blocker))
-    assert line.startswith(f"error: {blocker / 'demo'}") and line.endswith(": Not a directory"), line
+    assert _one_line_error(capsys, str(blocker)).endswith(f"its parent {blocker} is a file; choose another --out")
 
 
 # ------------------------------------------------------------------ round three (hostile classes)
