@@ -34,6 +34,7 @@ class TrainOptions:
     patch_size: int = 128
     content_haze: float = 0.0
     content_variety: float = 0.0
+    content_sky: float = 0.0
     lr: float = 2e-4
     pots_lr: float | None = None
     optimizer: str = "adamw"

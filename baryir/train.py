@@ -247,6 +247,7 @@ class Trainer:
             seed=opts.seed,
             content_haze=opts.content_haze,
             content_variety=opts.content_variety,
+            content_sky=opts.content_sky,
         )
         if model is None:
             model = load_model(opts.init) if opts.init else build_model(opts.config)

@@ -30,6 +30,7 @@ class QuantizeOptions:
     patch_size: int = 128
     content_haze: float = 0.3
     content_variety: float = 0.25
+    content_sky: float = 0.0
     loss: str = "bary"
     distill: float = 1.0
     device: str = "cpu"

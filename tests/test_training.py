@@ -70,6 +70,34 @@ def test_content_haze_keeps_the_scene_hazy_in_input_and_target(photo_dir):
     assert changed > 0
 
 
+def test_content_sky_puts_clouds_in_input_and_target_of_every_task(photo_dir):
+    plain = AllInOneDataset([photo_dir], TASKS + ["identity"], patch_size=32, seed=3)
+    skies = AllInOneDataset([photo_dir], TASKS + ["identity"], patch_size=32, seed=3, content_sky=1.0)
+    changed = set()
+    for k in range(40):
+        (_, clean_a, task, _), (degraded_b, clean_b, task_b, _) = plain[k], skies[k]
+        assert task == task_b  # same image and task stream, only the scene differs
+        assert clean_b.min() >= 0 and clean_b.max() <= 1
+        if not torch.equal(clean_a, clean_b):
+            changed.add(skies.tasks[task].name)
+        if skies.tasks[task].name == "identity":
+            assert torch.equal(degraded_b, clean_b)  # the sky is content: the target keeps it
+    assert "dehaze" in changed and "identity" in changed  # haze samples get skies too
+
+
+def test_add_sky_fills_the_frame_a_horizon_or_the_bright_regions():
+    from baryir.data.degradations import add_sky
+
+    photo = torch.rand(3, 48, 64) * 0.3  # dark and saturated: no sky-like region of its own
+    kinds = set()
+    for seed in range(30):
+        out = add_sky(photo, torch.Generator().manual_seed(seed))
+        same = (out - photo).abs().amax(0) < 1e-6
+        kinds.add("none" if same.all() else "frame" if not same.any() else "part")
+        assert out.shape == photo.shape and 0 <= out.min() and out.max() <= 1
+    assert {"frame", "part", "none"} <= kinds  # the bright-region kind leaves a dark photo alone
+
+
 def test_empty_folder_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no images"):

@@ -157,6 +157,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="share of samples whose photo (input and target) first gets a condition the model should keep: "
         f"soft focus, shake, JPEG, exposure, downscaling or a colour cast (default {T.content_variety})",
     )
+    p.add_argument(
+        "--content-sky",
+        type=float,
+        default=T.content_sky,
+        metavar="P",
+        help="share of samples (haze ones too) whose photo (input and target) first gets a cloudy or overcast "
+        f"sky, so that clouds and bright backlit areas are not taken for haze (default {T.content_sky})",
+    )
     p.add_argument("--lr", type=float, default=T.lr, help=f"peak learning rate (default {T.lr:g})")
     p.add_argument("--pots-lr", type=float, help="potentials' learning rate (default: --lr)")
     p.add_argument(
@@ -292,6 +300,13 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
         default=Q.content_variety,
         metavar="P",
         help=f"as in `baryir train` (default {Q.content_variety}, the shipped model's training data)",
+    )
+    p.add_argument(
+        "--content-sky",
+        type=float,
+        default=Q.content_sky,
+        metavar="P",
+        help=f"as in `baryir train` (default {Q.content_sky})",
     )
     p.add_argument("--loss", choices=["bary", "l1"], default=Q.loss, help="QAT loss (default: the training losses)")
     p.add_argument(

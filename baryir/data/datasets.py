@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .degradations import add_content_condition, add_haze, get_task
+from .degradations import add_content_condition, add_haze, add_sky, get_task
 from .photos import list_images, pair_by_name, read_images
 
 #: Haze strength of ``content_haze``: scene haze that belongs to the picture, milder than
@@ -60,6 +60,10 @@ class AllInOneDataset(Dataset):
     ``content_variety`` is the probability that a synthetic sample's photo first gets one
     :func:`~.degradations.add_content_condition` (soft focus, JPEG, exposure, ...) in both input
     and target: what the model was not trained to remove, it learns to keep.
+
+    ``content_sky`` is the probability that a synthetic sample's photo first gets a cloudy or
+    overcast sky (:func:`~.degradations.add_sky`) in both input and target, for every task
+    including haze: clouds and bright backlit areas are content, not haze to remove.
     """
 
     def __init__(
@@ -71,13 +75,14 @@ class AllInOneDataset(Dataset):
         length: int = 10**9,
         content_haze: float = 0.0,
         content_variety: float = 0.0,
+        content_sky: float = 0.0,
     ) -> None:
         if not tasks:
             raise ValueError("no tasks given")
         self.tasks = [get_task(t) for t in tasks]
         self.sources = sorted({t.source for t in self.tasks}, key=[t.source for t in self.tasks].index)
         self.patch_size, self.seed, self.length = patch_size, seed, length
-        self.content_haze, self.content_variety = content_haze, content_variety
+        self.content_haze, self.content_variety, self.content_sky = content_haze, content_variety, content_sky
         self.entries: list[Entry] = []
         for folder in map(Path, folders):
             self._add_folder(folder, tasks)
@@ -127,7 +132,9 @@ class AllInOneDataset(Dataset):
         clean = entry.clean[:, y : y + p, x : x + p]
         if entry.degraded is None:
             task = self.tasks[entry.task]
-            # no extra random draw when off, so runs without content haze replay unchanged
+            # no extra random draw when off, so runs without these options replay unchanged
+            if self.content_sky > 0 and torch.rand((), generator=gen) < self.content_sky:
+                clean = add_sky(clean, gen)
             if self.content_haze > 0 and task.source != "dehaze":
                 if torch.rand((), generator=gen) < self.content_haze:
                     clean = add_haze(clean, gen, beta=CONTENT_HAZE_BETA)

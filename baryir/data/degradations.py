@@ -396,6 +396,45 @@ def add_content_condition(img: torch.Tensor, gen: torch.Generator) -> torch.Tens
     return (img * cast).clamp(0, 1)
 
 
+def _fractal_field(height: int, width: int, gen: torch.Generator, octaves: int = 5) -> torch.Tensor:
+    """A (H, W) cloud-like field in [0, 1]: smooth fields at doubling frequencies, each
+    octave at 0.55 times the amplitude of the one before."""
+    cells = 2 + _choice(gen, 3)
+    field = sum(0.55**o * _smooth_field(height, width, gen, cells * 2**o) for o in range(octaves))
+    return (field - field.min()) / (field.max() - field.min()).clamp(min=1e-6)
+
+
+def add_sky(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A cloudy or overcast sky that is part of the picture: fractal clouds over a blue-to-grey
+    gradient, filling the frame (a plane against the clouds), above a soft horizon, or in the
+    photo's own bright, low-saturation regions (its sky, a backlit haze). Training puts it in
+    input *and* target, so that bright, soft, low-contrast content is not taken for haze."""
+    h, w = img.shape[-2:]
+    ys = torch.linspace(0, 1, h)[:, None]
+    blue = torch.tensor([0.42, 0.58, 0.85])[:, None, None] * _uniform(gen, 0.75, 1.1)
+    grey = torch.full((3, 1, 1), _uniform(gen, 0.55, 0.9))
+    overcast = _uniform(gen, 0, 1)
+    base = (1 - overcast) * blue + overcast * grey
+    base = base * (1 + _uniform(gen, 0, 0.25) * ys)  # brighter towards the horizon
+    cover = _fractal_field(h, w, gen)
+    density = ((cover - _uniform(gen, 0.1, 0.6)) / _uniform(gen, 0.15, 0.5)).clamp(0, 1)
+    shading = 1 - _uniform(gen, 0.1, 0.4) * _fractal_field(h, w, gen)  # grey undersides
+    tint = 1 + 0.06 * (torch.rand(3, 1, 1, generator=gen) - 0.5)
+    cloud = _uniform(gen, 0.75, 1.0) * tint * shading
+    sky = ((1 - density) * base + density * cloud).clamp(0, 1)
+    kind = _choice(gen, 3)
+    if kind == 0:
+        mask = torch.ones(h, w)
+    elif kind == 1:
+        row, soft = _uniform(gen, 0.25, 0.8), _uniform(gen, 0.01, 0.1)
+        mask = (1 - (ys - row) / soft).clamp(0, 1).expand(h, w)
+    else:
+        bright, sat = img.amax(0), img.amax(0) - img.amin(0)
+        mask = ((bright - 0.55) / 0.2).clamp(0, 1) * (1 - sat / 0.35).clamp(0, 1)
+        mask = _conv_same(mask[None], gaussian_kernel(2.0))[0]
+    return img * (1 - mask) + sky * mask
+
+
 def keep_as_is(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """The identity "degradation": a clean photo whose restoration is itself."""
     return img.clone()
