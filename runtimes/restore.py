@@ -42,14 +42,17 @@ class RestoreResult:
     scores: dict[str, float] | None = None
 
 
-def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
-    """(images to restore, files skipped inside folders): files, folders (their images, sorted)
-    and glob patterns, in order, without duplicates. A folder's other files are skipped and
-    returned so the caller can mention them (hidden ``.tmp`` leftovers of a write are ignored)."""
+def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[Path], list[str]]:
+    """(images to restore, files skipped inside folders, folders and patterns that gave no
+    image): files, folders (their images, sorted) and glob patterns, in order, without
+    duplicates. A folder's other files are skipped and returned so the caller can mention them
+    (hidden ``.tmp`` leftovers of a write are ignored)."""
     found: list[Path] = []
     skipped: list[Path] = []
+    unmatched: list[str] = []
     for item in inputs:
         path = Path(item)
+        before = len(found)
         if path.is_dir():
             for p in sorted(path.iterdir()):
                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
@@ -60,8 +63,10 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
             found += sorted(Path(p) for p in glob.glob(item, recursive=True))
         else:
             found.append(path)
+        if len(found) == before:
+            unmatched.append(item)
     seen: set[Path] = set()
-    return [p for p in found if not (p.resolve() in seen or seen.add(p.resolve()))], skipped
+    return [p for p in found if not (p.resolve() in seen or seen.add(p.resolve()))], skipped, unmatched
 
 
 def _stat(path: Path) -> os.stat_result | None:

@@ -113,3 +113,21 @@ def test_an_output_of_the_wrong_kind_is_refused_before_any_work(files, tmp_path,
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (argv, err)
     assert sorted(p.name for p in photos.iterdir()) == ["a.png", "b.png"]
+
+
+def test_inputs_that_name_no_image_are_said_and_the_others_still_run(files, tmp_path, capsys):
+    """An empty folder or a pattern that matches nothing, among good inputs, is an error that names
+    it (exit code 1), and a file that is not an image says so in words, not in Pillow's internals."""
+    _, model, photos, _ = files
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.png").write_text("not a picture")
+    argv = [
+        "restore", str(photos / "a.png"), str(tmp_path / "empty"), str(tmp_path / "*.jpg"), str(tmp_path / "notes.png"),
+        "-o", str(tmp_path / "out"), "--model", str(model), "--no-progress",
+    ]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'empty'}: folder holds no image files" in err
+    assert f"{tmp_path / '*.jpg'}: pattern matched no file" in err
+    assert "notes.png: not a readable image (not an image" in err and "BytesIO" not in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]

@@ -229,7 +229,7 @@ atomic_write({str(target)!r}, slow)
     assert not target.exists()
     leftovers = list(tmp_path.iterdir())
     assert len(leftovers) == 1 and leftovers[0].name.startswith(".photo.png.")
-    assert expand_inputs([str(tmp_path)]) == ([], [])  # neither an input nor a skipped file
+    assert expand_inputs([str(tmp_path)]) == ([], [], [str(tmp_path)])  # neither an input nor a skipped file
     with pytest.raises(KeyboardInterrupt):
         atomic_write(target, lambda tmp: (_ for _ in ()).throw(KeyboardInterrupt))
     assert not target.exists() and len(list(tmp_path.iterdir())) == 1

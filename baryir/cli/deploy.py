@@ -54,19 +54,22 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _input_images(items: list[str]) -> tuple[list[Path], bool]:
-    """(image files, whether an empty name was given) of restore's and analyze's INPUTs; what is
-    left out is said on stderr."""
+    """(image files, whether an input named no image) of restore's and analyze's INPUTs; what
+    is left out is said on stderr."""
     from baryir.runtimes.restore import expand_inputs
 
     empty = [item for item in items if not item.strip()]
     for _ in empty:  # Path("") is the current folder: never read it by accident
         print("error: '': an empty input name names no file; give a file, folder or pattern", file=sys.stderr)
-    paths, skipped = expand_inputs([item for item in items if item.strip()])
+    paths, skipped, unmatched = expand_inputs([item for item in items if item.strip()])
     for path in skipped:
         print(f"skipped {path}: not an image suffix", file=sys.stderr)
+    for item in unmatched:
+        what = "folder holds no image files" if Path(item).is_dir() else "pattern matched no file"
+        print(f"error: {item}: {what}; give files, folders of images or a pattern that matches", file=sys.stderr)
     if not paths:
         print("error: no input images matched", file=sys.stderr)
-    return paths, bool(empty)
+    return paths, bool(empty or unmatched)
 
 
 def _open_runner(args: argparse.Namespace):

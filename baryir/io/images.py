@@ -308,6 +308,8 @@ def read_image(path: str | Path) -> Picture:
         raise ImageError(f"too many pixels (decompression bomb guard: {e})") from None
     except ImageError:
         raise
+    except Image.UnidentifiedImageError:  # Pillow's message names its in-memory buffer, not the file
+        raise ImageError("not a readable image (not an image, or a format Pillow cannot read)") from None
     except (OSError, ValueError, SyntaxError, struct.error, EOFError) as e:
         raise ImageError(f"not a readable image ({e})") from None
     notes: list[str] = []
