@@ -70,7 +70,13 @@ def load_runner(
     if backend != "auto" and backend != found:
         other = BY_BACKEND.get(found)  # OpenVINO runs ONNX as it is; nothing else runs another format's artifact
         if other is None or backend not in BY_BACKEND or other.name not in BY_BACKEND[backend].also_runs:
-            raise ValueError(f"{artifact} is an artifact for {found}; it cannot run on {backend}")
+            fix = (
+                f"export it first (baryir export --model {artifact} --format {BY_BACKEND[backend].name} -o DIR) "
+                "and give DIR as the model"
+                if found == "torch" and backend in BY_BACKEND
+                else "give an artifact exported for it, or --backend auto"
+            )
+            raise ValueError(f"{artifact} is an artifact for {found}; it cannot run on {backend}: {fix}")
         found = backend
     built = manifest.get("precision")
     fmt = BY_BACKEND.get(found)

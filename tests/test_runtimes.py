@@ -120,7 +120,7 @@ def test_every_cpu_backend_profiles_its_operations(model_path, fp32_exports, art
 
 
 def test_missing_or_mismatched_backends_are_clear_errors(model_path, tmp_path):
-    with pytest.raises(ValueError, match="cannot run on onnxruntime"):
+    with pytest.raises(ValueError, match=r"cannot run on onnxruntime: export it first \(baryir export .* --format onnx"):
         load_runner(model_path, backend="onnxruntime")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="manifest.json"):
