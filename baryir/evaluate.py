@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from .data.degradations import degrade
-from .data.photos import list_images, pair_by_name, read_images, read_rgb
+from .data.photos import log_skipped, list_images, pair_by_name, read_images
 from .metrics import psnr, ssim
 
 Restore = Callable[[torch.Tensor], torch.Tensor]
@@ -44,24 +44,38 @@ def paired_items(
     task: str = "paired",
     dataset: str | None = None,
     limit: int | None = None,
+    skipped: list[str] | None = None,
 ) -> list[EvalItem]:
-    """Items from an ``input/`` + ``target/`` pair of folders, matched by base name."""
-    pairs = pair_by_name(list_images(input_dir), list_images(target_dir))[:limit]
+    """Items from an ``input/`` + ``target/`` pair of folders, matched by base name (at most
+    ``limit``). A pair without a partner, with an unreadable file or of two sizes is logged and
+    skipped (one line appended to ``skipped`` each)."""
+    pairs = pair_by_name(list_images(input_dir), list_images(target_dir), skipped)
     name = dataset or Path(input_dir).resolve().parent.name
     items = []
     for inp, tgt in pairs:
-        degraded, target = read_rgb(inp), read_rgb(tgt)
+        if limit is not None and len(items) >= limit:
+            break
+        read, _ = read_images([inp, tgt], skipped=skipped)
+        if len(read) < 2:
+            continue
+        degraded, target = read
         if degraded.shape != target.shape:
-            raise ValueError(f"{inp} and {tgt} differ in size: {tuple(degraded.shape)} vs {tuple(target.shape)}")
+            log_skipped(skipped, f"{inp}: its size {tuple(degraded.shape[1:])} differs from {tgt}'s {tuple(target.shape[1:])}")
+            continue
         items.append(EvalItem(name, task, inp.name, degraded, target))
     return items
 
 
 def synthetic_items(
-    clean_dir: str | Path, tasks: Iterable[str], dataset: str | None = None, limit: int | None = None
+    clean_dir: str | Path,
+    tasks: Iterable[str],
+    dataset: str | None = None,
+    limit: int | None = None,
+    skipped: list[str] | None = None,
 ) -> list[EvalItem]:
-    """Items synthesised from clean photos, one per (task, image), with fixed seeds."""
-    images, paths = read_images(list_images(clean_dir), limit=limit)
+    """Items synthesised from clean photos, one per (task, image), with fixed seeds; unreadable
+    photos are logged and skipped (appended to ``skipped``)."""
+    images, paths = read_images(list_images(clean_dir), limit=limit, skipped=skipped)
     name = dataset or Path(clean_dir).name
     return [
         EvalItem(name, task, p.name, degrade(img, task, image_seed(task, p.name)), img)

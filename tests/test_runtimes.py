@@ -255,7 +255,8 @@ def test_parity_cli_runs_cpu_backends(model_path, artifact_cache, tmp_path, phot
             "passed",
         } <= set(r)
         assert r["psnr_vs_reference"] >= 50 and r["passed"]
-    assert code == 0
+    assert code == 0  # the skipped file is said (stderr and JSON), not a failed row
+    assert [s.split(": ")[0] for s in data["skipped"]] == [str(photo_dir / "broken.png")]
     assert len(data["images"]) == 3 and any("@1032x776" in name for name in data["images"])
 
 

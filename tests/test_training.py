@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -344,15 +345,45 @@ def test_eval_cli_on_pairs_and_synthetic(photo_dir, tmp_path, nano_model):
                 "--no-progress",
             ]
         )
-        == 0
+        == 1  # everything ran; the fixture's broken.png was skipped
     )
     data = json.loads(report.read_text())
+    assert [s.split(": ")[0] for s in data["skipped"]] == [str(photo_dir / "broken.png")]
     assert data["backend"] == "torch" and data["device"] == "cpu" and len(data["results"]) == 2
     rows = {r["task"]: r for r in data["results"]}
     assert rows["derain"]["n"] == 2 and rows["denoise_25"]["n"] == 4
     for r in data["results"]:
         assert 0 < r["ssim"] <= 1 and r["psnr"] > 5 and r["input_psnr"] > 5
         assert r["worst_psnr"] <= r["psnr"] and 0 <= r["made_worse"] <= r["n"]
+
+
+def test_eval_skips_bad_pairs_by_name_and_measures_the_rest(photo_dir, tmp_path, nano_model, capsys):
+    """A pair of two sizes, an unreadable target and an input without a target are each named
+    and skipped; the others are measured, and the exit code says something was left out."""
+    from PIL import Image
+
+    from baryir import save_model
+
+    model_path = save_model(nano_model, tmp_path / "m.safetensors")
+    inp, tgt = tmp_path / "input", tmp_path / "target"
+    inp.mkdir()
+    tgt.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    for name in ("good", "sizes", "junk", "alone"):
+        Image.fromarray(pixels).save(inp / f"{name}.png")
+    Image.fromarray(pixels).save(tgt / "good.png")
+    Image.fromarray(pixels[:, :24]).save(tgt / "sizes.png")
+    (tgt / "junk.png").write_text("not a picture")
+    report = tmp_path / "eval.json"
+    argv = ["eval", "--model", str(model_path), "--pairs", str(inp), str(tgt), "--json", str(report), "--no-progress"]
+    assert main(argv) == 1
+    assert "skipped 3 file(s) or pair(s)" in capsys.readouterr().err
+    data = json.loads(report.read_text())
+    assert [r["n"] for r in data["results"]] == [1]
+    skipped = "\n".join(data["skipped"])
+    assert f"{inp / 'alone.png'}: no target with the same name" in skipped
+    assert f"{inp / 'sizes.png'}: its size (24, 32) differs" in skipped
+    assert f"{tgt / 'junk.png'}: not a readable image" in skipped
 
 
 def test_eval_counts_the_images_made_worse():
@@ -377,7 +408,8 @@ def test_eval_cli_refuses_options_of_the_other_kind_of_backend(photo_dir, tmp_pa
     assert "--backend torch evaluates in FP32" in capsys.readouterr().err
     assert main([*args, "--backend", "openvino", "--device", "cuda"]) == 2
     assert "--device applies to --backend torch" in capsys.readouterr().err
-    assert main(args) == 0  # the same command without them runs
+    assert main(args) == 1  # the same command without them runs (exit 1: the fixture's broken.png)
+    assert "| photos | denoise_25 | 4 |" in capsys.readouterr().out
 
 
 def test_a_run_folder_is_locked_while_a_run_uses_it(photo_dir, tmp_path):

@@ -23,18 +23,24 @@ def cmd_parity(args: argparse.Namespace) -> int:
     if not args.pairs and not args.clean:
         print("error: give --pairs INPUT_DIR TARGET_DIR or --clean DIR --tasks ...", file=sys.stderr)
         return 2
-    items = paired_items(*args.pairs, limit=args.limit) if args.pairs else []
+    skipped: list[str] = []
+    items = paired_items(*args.pairs, limit=args.limit, skipped=skipped) if args.pairs else []
     if args.clean:
-        items += synthetic_items(args.clean, args.tasks, limit=args.limit)
+        items += synthetic_items(args.clean, args.tasks, limit=args.limit, skipped=skipped)
+    if not items:
+        print("error: no image could be read; see the skipped files above", file=sys.stderr)
+        return 2
     items.append(large_item(items[0]))
     combos = [Combo(b, p) for b, p in _combos(args.backends, args.precisions)]
     report = run_parity(
         args.model, items, combos, Path(args.cache), int8_model=args.int8_model, torch_device=args.torch_device
     )
     print(markdown(report))
+    if skipped:
+        print(f"skipped {len(skipped)} file(s) or pair(s) (named above); parity is over the rest", file=sys.stderr)
     if args.json:
-        write_json(args.json, report)
-    return 0 if all(r["passed"] for r in report["rows"]) else 1
+        write_json(args.json, {**report, "skipped": skipped})
+    return 0 if all(r["passed"] for r in report["rows"]) else 1  # skipped inputs are said, not a failed row
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -45,11 +45,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     restore, where = _torch_restore(args) if args.backend == "torch" else _runner_restore(args)
     if restore is None:
         return 2
-    items = []
+    items, skipped = [], []
     if args.pairs:
-        items += paired_items(*args.pairs, task=args.pairs_task, limit=args.limit)
+        items += paired_items(*args.pairs, task=args.pairs_task, limit=args.limit, skipped=skipped)
     if args.clean:
-        items += synthetic_items(args.clean, args.tasks, limit=args.limit)
+        items += synthetic_items(args.clean, args.tasks, limit=args.limit, skipped=skipped)
+    if not items:
+        print("error: no image could be read; see the skipped files above", file=sys.stderr)
+        return 2
     from ..checkpoints import resolve_model_path
     from ..io.atomic import refuse_overwriting_inputs
 
@@ -57,9 +60,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"running on {where['backend']} {where['device']} at {where['runs_at']}", file=sys.stderr)
     rows = evaluate(restore, items, progress=not args.no_progress)
     print(markdown_table(rows))
+    if skipped:
+        print(f"skipped {len(skipped)} file(s) or pair(s) (named above); the table is over the rest", file=sys.stderr)
     if args.json:
-        write_json(args.json, {"model": str(args.model), **where, "results": rows})
-    return 0
+        write_json(args.json, {"model": str(args.model), **where, "results": rows, "skipped": skipped})
+    return 1 if skipped else 0
 
 
 def _torch_restore(args: argparse.Namespace) -> tuple[Restore | None, dict]:
@@ -206,7 +211,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="PSNR/SSIM with the papers' protocol",
         description="Evaluate on paired folders (matched by base name) and/or on clean photos "
-        "degraded with a fixed per-image seed. RGB, [0, 1], data range 1, no shave.",
+        "degraded with a fixed per-image seed. RGB, [0, 1], data range 1, no shave. A pair without a "
+        "partner, of two sizes or with an unreadable file is named and skipped, the rest measured "
+        "(exit code 1, and a \"skipped\" list in --json).",
     )
     p.add_argument("--model", default="default", help="shipped name or weights file (default: default)")
     p.add_argument("--pairs", nargs=2, metavar=("INPUT_DIR", "TARGET_DIR"))

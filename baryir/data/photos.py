@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from ..io.atomic import atomic_write
-from ..io.images import IMAGE_SUFFIXES, read_rgb_float
+from ..io.images import IMAGE_SUFFIXES, ImageError, read_rgb_float
 
 log = logging.getLogger("baryir")
 
@@ -42,10 +42,11 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
 
 
 def read_images(
-    paths: list[Path], min_size: int = 0, limit: int | None = None
+    paths: list[Path], min_size: int = 0, limit: int | None = None, skipped: list[str] | None = None
 ) -> tuple[list[torch.Tensor], list[Path]]:
     """Read many images (at most ``limit`` good ones); unreadable or too-small ones are logged
-    and skipped, not fatal. Returns the images and the paths they came from (same order).
+    (and appended to ``skipped``, one line each) and skipped, not fatal. Returns the images and
+    the paths they came from (same order).
     """
     images, kept = [], []
     for p in paths:
@@ -54,21 +55,31 @@ def read_images(
         try:
             img = read_rgb(p)
         except (ValueError, OSError) as e:  # ImageError for what the codec refuses
-            log.warning("skipping %s: not a readable image (%s)", p, e)
+            log_skipped(skipped, f"{p}: {e}" if isinstance(e, ImageError) else f"{p}: not a readable image ({e})")
             continue
         if min(img.shape[-2:]) < min_size:
-            log.warning("skipping %s: %dx%d is smaller than %d px", p, img.shape[2], img.shape[1], min_size)
+            log_skipped(skipped, f"{p}: {img.shape[2]}x{img.shape[1]} is smaller than {min_size} px")
             continue
         images.append(img)
         kept.append(p)
     return images, kept
 
 
-def pair_by_name(inputs: list[Path], targets: list[Path]) -> list[tuple[Path, Path]]:
+def log_skipped(skipped: list[str] | None, reason: str) -> None:
+    """Log "skipping REASON" and append REASON to ``skipped`` (when a list is given)."""
+    log.warning("skipping %s", reason)
+    if skipped is not None:
+        skipped.append(reason)
+
+
+def pair_by_name(
+    inputs: list[Path], targets: list[Path], skipped: list[str] | None = None
+) -> list[tuple[Path, Path]]:
     """Pair degraded and clean files by base name (``rain-001.png`` <-> ``rain-001.png``).
 
     Falls back to known published naming (``rain-x``/``norain-x``, ``x_0.8_0.2`` hazy names
-    of clean ``x``); unmatched inputs are an error naming them.
+    of clean ``x``); unmatched inputs are logged and skipped (appended to ``skipped``), and an
+    error if none matched.
     """
     by_stem = {p.stem: p for p in targets}
 
@@ -79,15 +90,15 @@ def pair_by_name(inputs: list[Path], targets: list[Path]) -> list[tuple[Path, Pa
                 return by_stem[key]
         return None
 
-    pairs, missing = [], []
+    pairs = []
     for p in inputs:
         t = match(p)
         if t is None:
-            missing.append(p.name)
+            log_skipped(skipped, f"{p}: no target with the same name in {targets[0].parent if targets else 'the targets'}")
         else:
             pairs.append((p, t))
-    if missing:
-        raise ValueError(f"no target with the same name for {len(missing)} input(s): {missing[:5]}")
+    if inputs and not pairs:
+        raise ValueError(f"no input in {inputs[0].parent} has a target with the same name; pair files by name")
     return pairs
 
 
