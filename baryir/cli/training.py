@@ -294,27 +294,15 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=Q.batch_size, help=f"default {Q.batch_size}")
     p.add_argument("--patch-size", type=int, default=Q.patch_size, help=f"default {Q.patch_size}")
-    p.add_argument(
-        "--content-haze",
-        type=float,
-        default=Q.content_haze,
-        metavar="P",
-        help=f"as in `baryir train` (default {Q.content_haze}, the shipped model's training data)",
-    )
-    p.add_argument(
-        "--content-variety",
-        type=float,
-        default=Q.content_variety,
-        metavar="P",
-        help=f"as in `baryir train` (default {Q.content_variety}, the shipped model's training data)",
-    )
-    p.add_argument(
-        "--content-sky",
-        type=float,
-        default=Q.content_sky,
-        metavar="P",
-        help=f"as in `baryir train` (default {Q.content_sky})",
-    )
+    for name in ("haze", "variety", "sky"):
+        default = getattr(Q, f"content_{name}")
+        p.add_argument(
+            f"--content-{name}",
+            type=float,
+            default=default,
+            metavar="P",
+            help=f"as in `baryir train` (default {default}, the shipped model's training data)",
+        )
     p.add_argument("--loss", choices=["bary", "l1"], default=Q.loss, help="QAT loss (default: the training losses)")
     p.add_argument(
         "--distill",
