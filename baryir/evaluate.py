@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from .data.degradations import degrade
-from .data.photos import log_skipped, list_images, pair_by_name, read_images
+from .data.photos import list_images, log_skipped, pair_by_name, read_images
 from .metrics import psnr, ssim
 
 Restore = Callable[[torch.Tensor], torch.Tensor]
@@ -60,7 +60,9 @@ def paired_items(
             continue
         degraded, target = read
         if degraded.shape != target.shape:
-            log_skipped(skipped, f"{inp}: its size {tuple(degraded.shape[1:])} differs from {tgt}'s {tuple(target.shape[1:])}")
+            log_skipped(
+                skipped, f"{inp}: its size {tuple(degraded.shape[1:])} differs from {tgt}'s {tuple(target.shape[1:])}"
+            )
             continue
         items.append(EvalItem(name, task, inp.name, degraded, target))
     return items

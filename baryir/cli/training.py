@@ -213,7 +213,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         description="Evaluate on paired folders (matched by base name) and/or on clean photos "
         "degraded with a fixed per-image seed. RGB, [0, 1], data range 1, no shave. A pair without a "
         "partner, of two sizes or with an unreadable file is named and skipped, the rest measured "
-        "(exit code 1, and a \"skipped\" list in --json).",
+        '(exit code 1, and a "skipped" list in --json).',
     )
     p.add_argument("--model", default="default", help="shipped name or weights file (default: default)")
     p.add_argument("--pairs", nargs=2, metavar=("INPUT_DIR", "TARGET_DIR"))

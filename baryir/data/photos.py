@@ -72,9 +72,7 @@ def log_skipped(skipped: list[str] | None, reason: str) -> None:
         skipped.append(reason)
 
 
-def pair_by_name(
-    inputs: list[Path], targets: list[Path], skipped: list[str] | None = None
-) -> list[tuple[Path, Path]]:
+def pair_by_name(inputs: list[Path], targets: list[Path], skipped: list[str] | None = None) -> list[tuple[Path, Path]]:
     """Pair degraded and clean files by base name (``rain-001.png`` <-> ``rain-001.png``).
 
     Falls back to known published naming (``rain-x``/``norain-x``, ``x_0.8_0.2`` hazy names
@@ -94,7 +92,9 @@ def pair_by_name(
     for p in inputs:
         t = match(p)
         if t is None:
-            log_skipped(skipped, f"{p}: no target with the same name in {targets[0].parent if targets else 'the targets'}")
+            log_skipped(
+                skipped, f"{p}: no target with the same name in {targets[0].parent if targets else 'the targets'}"
+            )
         else:
             pairs.append((p, t))
     if inputs and not pairs:
