@@ -42,13 +42,13 @@ class RestoreResult:
     scores: dict[str, float] | None = None
 
 
-def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[Path], list[str]]:
-    """(images to restore, files skipped inside folders, folders and patterns that gave no
-    image): files, folders (their images, sorted) and glob patterns, in order, without
-    duplicates. A folder's other files are skipped and returned so the caller can mention them
-    (hidden ``.tmp`` leftovers of a write are ignored)."""
+def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[Path, str]], list[str]]:
+    """(images to restore, (entry, why) skipped inside folders, folders and patterns that gave
+    no image): files, folders (their images, sorted; not searched below) and glob patterns, in
+    order, without duplicates. A folder's other entries are skipped and returned so the caller
+    can mention them (hidden ``.tmp`` leftovers of a write are ignored)."""
     found: list[Path] = []
-    skipped: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
     unmatched: list[str] = []
     for item in inputs:
         path = Path(item)
@@ -57,8 +57,12 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[Path], list[str]]
             for p in sorted(path.iterdir()):
                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
                     found.append(p)
-                elif p.is_file() and not (p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)):
-                    skipped.append(p)
+                elif p.is_dir():
+                    skipped.append((p, "a folder, not searched (give it as an input, or a pattern like DIR/**/*.png)"))
+                elif not p.is_file():
+                    skipped.append((p, "not a regular file"))
+                elif not (p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)):
+                    skipped.append((p, "not an image suffix"))
         elif any(ch in item for ch in "*?["):
             found += sorted(Path(p) for p in glob.glob(item, recursive=True))
         else:

@@ -266,9 +266,14 @@ def test_ctrl_c_exits_130_without_a_traceback(model_path, tmp_path):
 def test_folder_skips_are_mentioned(model_path, tmp_path, capsys):
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "a.png")
     (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "more.png").mkdir()  # a folder is not searched, whatever its name
+    os.mkfifo(tmp_path / "pipe.png")  # never opened: it would block
     assert _restore(model_path, tmp_path, "-o", tmp_path / "out") == 0
     err = capsys.readouterr().err
     assert f"skipped {tmp_path / 'notes.txt'}: not an image suffix" in err
+    assert f"skipped {tmp_path / 'more.png'}: a folder, not searched" in err
+    assert f"skipped {tmp_path / 'pipe.png'}: not a regular file" in err
+    assert "restored 1 of 1" in err
 
 
 @pytest.mark.slow

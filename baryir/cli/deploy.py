@@ -62,8 +62,8 @@ def _input_images(items: list[str]) -> tuple[list[Path], bool]:
     for _ in empty:  # Path("") is the current folder: never read it by accident
         print("error: '': an empty input name names no file; give a file, folder or pattern", file=sys.stderr)
     paths, skipped, unmatched = expand_inputs([item for item in items if item.strip()])
-    for path in skipped:
-        print(f"skipped {path}: not an image suffix", file=sys.stderr)
+    for path, why in skipped:
+        print(f"skipped {path}: {why}", file=sys.stderr)
     for item in unmatched:
         what = "folder holds no image files" if Path(item).is_dir() else "pattern matched no file"
         print(f"error: {item}: {what}; give files, folders of images or a pattern that matches", file=sys.stderr)
