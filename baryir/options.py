@@ -48,6 +48,7 @@ class TrainOptions:
     workers: int = 2
     val_every: int = 500
     ckpt_every: int = 500
+    keep_every: int = 0
     resume: bool = False
     compile: bool = False
     progress: bool = True

@@ -10,7 +10,8 @@ Each step, as the published ``trainer_bary.py``:
 Output folder: ``model.safetensors`` (latest weights, with config), ``model_ema.safetensors``
 (their exponential moving average, with ``ema > 0``), ``potentials.safetensors``, ``state.pt``
 (optimisers, step, RNG; read back with ``torch.load(weights_only=True)``), ``metrics.csv`` and
-``metrics.json``.
+``metrics.json``; with ``keep_every``, ``snapshots/stepNNNNNN-model.safetensors`` (and ``-model_ema``)
+keep the weights of every such step for interpolation or a later pick.
 
 SIGINT (Ctrl-C) or SIGTERM (``timeout``, a batch scheduler's pre-emption) ends the run after
 the step in progress, with everything saved for ``--resume``; a second signal aborts at once.
@@ -24,6 +25,7 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -308,6 +310,12 @@ class Trainer:
             "rng": torch.get_rng_state(),
         }
         atomic_write(self.out / "state.pt", lambda tmp: torch.save(state, tmp))
+        if self.opts.keep_every and self.step % self.opts.keep_every == 0:
+            (self.out / "snapshots").mkdir(exist_ok=True)
+            for name in ("model", "model_ema"):
+                if (self.out / f"{name}.safetensors").is_file():
+                    snapshot = self.out / "snapshots" / f"step{self.step:06d}-{name}.safetensors"
+                    atomic_write(snapshot, lambda tmp, src=name: shutil.copyfile(self.out / f"{src}.safetensors", tmp))
 
     def run_metadata(self) -> dict:
         """What a saved model records of its run: step, task mix and loss."""
@@ -434,7 +442,8 @@ class Trainer:
                     if self.ema is not None:
                         logs["val_psnr_ema"] = history[-1]["val_psnr_ema"] = self.validate(self.ema.model)
                 stopped_by = stop_request.agreed(self.world, self.device)
-                if self.step % opts.ckpt_every == 0 or done or stopped_by:
+                kept = opts.keep_every and self.step % opts.keep_every == 0
+                if self.step % opts.ckpt_every == 0 or kept or done or stopped_by:
                     self.save()
                 if self.rank == 0:
                     writer.writerow(logs)

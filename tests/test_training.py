@@ -118,6 +118,21 @@ def test_training_loss_is_finite_and_decreases(photo_dir, tmp_path):
     assert {"latent_rmse", "orthogonality", "contrastive", "pots", "bary"} <= set(logs)
 
 
+def test_keep_every_keeps_the_weights_of_those_steps(photo_dir, tmp_path):
+    trainer = Trainer(_opts(photo_dir, tmp_path / "run", steps=4, ckpt_every=4, keep_every=2, ema=0.9))
+    trainer.fit()
+    snaps = tmp_path / "run" / "snapshots"
+    assert sorted(p.name for p in snaps.iterdir()) == [
+        f"step{s:06d}-{n}.safetensors" for s in (2, 4) for n in ("model", "model_ema")
+    ]
+    # the last snapshot is the run's final weights; the one of step 2 differs from them
+    last = read_safetensors(snaps / "step000004-model.safetensors")[0]
+    final = read_safetensors(tmp_path / "run" / "model.safetensors")[0]
+    early = read_safetensors(snaps / "step000002-model.safetensors")[0]
+    assert all(torch.equal(last[k], final[k]) for k in final)
+    assert any(not torch.equal(early[k], final[k]) for k in final)
+
+
 def test_resume_continues_exactly(photo_dir, tmp_path):
     straight = Trainer(_opts(photo_dir, tmp_path / "a", steps=4))
     straight.fit()

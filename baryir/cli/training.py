@@ -201,6 +201,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     add_validation_options(p, limit=4)
     p.add_argument("--val-every", type=int, default=T.val_every, help=f"default {T.val_every}")
     p.add_argument("--ckpt-every", type=int, default=T.ckpt_every, help=f"default {T.ckpt_every}")
+    p.add_argument(
+        "--keep-every",
+        type=int,
+        default=T.keep_every,
+        metavar="N",
+        help="also keep the weights of every N-th step in RUN/snapshots/, for interpolation or a later "
+        "pick (default 0: only the latest)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
