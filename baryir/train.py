@@ -312,10 +312,9 @@ class Trainer:
         atomic_write(self.out / "state.pt", lambda tmp: torch.save(state, tmp))
         if self.opts.keep_every and self.step % self.opts.keep_every == 0:
             (self.out / "snapshots").mkdir(exist_ok=True)
-            for name in ("model", "model_ema"):
-                if (self.out / f"{name}.safetensors").is_file():
-                    snapshot = self.out / "snapshots" / f"step{self.step:06d}-{name}.safetensors"
-                    atomic_write(snapshot, lambda tmp, src=name: shutil.copyfile(self.out / f"{src}.safetensors", tmp))
+            for name in ("model", "model_ema") if self.ema is not None else ("model",):  # not a stale EMA file
+                snapshot = self.out / "snapshots" / f"step{self.step:06d}-{name}.safetensors"
+                atomic_write(snapshot, lambda tmp, src=name: shutil.copyfile(self.out / f"{src}.safetensors", tmp))
 
     def run_metadata(self) -> dict:
         """What a saved model records of its run: step, task mix and loss."""

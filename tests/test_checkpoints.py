@@ -103,6 +103,24 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_every_shipped_model_loads_by_name_with_its_int8_version():
+    """The previous defaults stay loadable by name, each with its INT8 model, and the shipped INT8
+    `default` was quantized from the shipped `default` itself (its recorded source hash), so new
+    float weights cannot ship with an INT8 model made from the old ones."""
+    import hashlib
+
+    from baryir.checkpoints import resolve_model_path, shipped_models
+    from baryir.quantize.checkpoint import read_header, resolve_quantized
+
+    names = set(shipped_models())
+    assert {"default", "default-v1", "default-v2"} <= names
+    for name in names:
+        assert load_model(name).config.name == "mobile"
+        assert resolve_quantized(name).is_file()
+    made_from = read_header("default")["source_sha256"]
+    assert made_from == hashlib.sha256(resolve_model_path("default").read_bytes()).hexdigest()
+
+
 def test_unknown_model_name_lists_shipped_names():
     with pytest.raises(FileNotFoundError, match="shipped"):
         load_model("no-such-model")
