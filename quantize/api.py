@@ -11,6 +11,7 @@ from baryir.checkpoints import file_sha256, load_model, resolve_model_path
 from baryir.evaluate import EvalItem
 from baryir.formats import INT8_HAS_NO_READOUT
 from baryir.io.atomic import atomic_write, refuse_overwriting_inputs
+from baryir.model.readout import weights_digest
 
 from .calibration import calibration_batches
 from .checkpoint import load_quantized, save_quantized
@@ -32,7 +33,13 @@ def run_quantize(opts: QuantizeOptions, validation: list[EvalItem] | None = None
     if not opts.resume:
         refuse_overwriting_inputs([source], [target, out / "quantize.json"])
     fp32 = load_model(source)
-    provenance = {"source": str(opts.model), "source_sha256": file_sha256(source)}
+    # the file it came from, and the weights themselves (a file re-saved with another readout or
+    # metadata holds the same weights: the INT8 model still belongs to it)
+    provenance = {
+        "source": str(opts.model),
+        "source_sha256": file_sha256(source),
+        "source_weights": weights_digest(fp32.state_dict()),
+    }
     start = time.time()
     summary: dict = {"options": asdict(opts), "scheme": asdict(scheme), **provenance}
     if opts.resume:
