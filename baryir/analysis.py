@@ -19,7 +19,7 @@ from tqdm import tqdm
 from .data.degradations import add_content_condition, get_task
 from .data.photos import list_images, read_images
 from .model import DEGRADATION_CLASSES, BaryNet, DegradationReadout
-from .model.readout import DEFAULT_LATENTS, LATENTS, pooled_statistics, weights_digest
+from .model.readout import DEFAULT_LATENTS, DEFAULT_STATISTICS, LATENTS, pooled_statistics, weights_digest
 
 log = logging.getLogger("baryir")
 
@@ -74,13 +74,13 @@ def fitting_samples(folders: list[str | Path], per_task: int, size: int = 320, s
 Featurize = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
-def latent_features(model: BaryNet) -> Featurize:
-    """Pooled statistics of every latent of the frozen encoder (:data:`LATENTS`), per image."""
+def latent_features(model: BaryNet, statistics: tuple[str, ...] = DEFAULT_STATISTICS) -> Featurize:
+    """Pooled ``statistics`` of every latent of the frozen encoder (:data:`LATENTS`), per image."""
 
     @torch.inference_mode()
     def featurize(image: torch.Tensor) -> dict[str, torch.Tensor]:
         latents = model(image[None], degradation="latents")  # through forward: a quantized model's quantizers run
-        return {name: pooled_statistics(latents[name])[0] for name in LATENTS}
+        return {name: pooled_statistics(latents[name], statistics)[0] for name in LATENTS}
 
     return featurize
 
@@ -137,11 +137,13 @@ def fit_readout(
     size: int = 320,
     seed: int = 0,
     latents: tuple[str, ...] = DEFAULT_LATENTS,
+    statistics: tuple[str, ...] = DEFAULT_STATISTICS,
     progress: bool = True,
 ) -> DegradationReadout:
-    """A readout for ``model`` (frozen) on ``latents``, fitted on crops of the photos in ``folders``."""
+    """A readout for ``model`` (frozen) pooling ``statistics`` of ``latents``, fitted on crops of
+    the photos in ``folders``."""
     samples = list(fitting_samples(folders, per_task, size, seed))
-    by_latent = collect(samples, latent_features(model.eval()), progress)
+    by_latent = collect(samples, latent_features(model.eval(), statistics), progress)
     feats = torch.cat([by_latent[name] for name in latents], dim=1)
     labels = label_ids(samples)
     weight, bias = fit_linear(feats, labels, len(DEGRADATION_CLASSES))
@@ -154,4 +156,11 @@ def fit_readout(
         "fit_accuracy": round(float((predicted == labels).double().mean()), 4),
         "photos": [str(Path(f).name) for f in folders],
     }
-    return DegradationReadout(weight, bias, weights_digest(model.state_dict()), latents=tuple(latents), fit=summary)
+    return DegradationReadout(
+        weight,
+        bias,
+        weights_digest(model.state_dict()),
+        latents=tuple(latents),
+        statistics=tuple(statistics),
+        fit=summary,
+    )

@@ -29,7 +29,15 @@ from .io.atomic import atomic_write
 from .io.text import clip
 from .model import CONFIGS, UNUSED_PUBLISHED_PREFIXES, BaryConfig, BaryNet, DegradationReadout, Potentials
 from .model.configs import config_from_spec, with_overrides
-from .model.readout import LATENTS, READOUT_VERSION, feature_count, weights_digest
+from .model.readout import (
+    LATENTS,
+    READABLE_VERSIONS,
+    STATISTICS,
+    VERSION1_STATISTICS,
+    check_statistics,
+    feature_count,
+    weights_digest,
+)
 from .safe_unpickle import safe_torch_load, to_state_dict
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -97,6 +105,7 @@ def with_readout(
         "version": readout.version,
         "classes": list(readout.classes),
         "latents": list(readout.latents),
+        "statistics": list(readout.statistics),
         "fitted_on": readout.fitted_on,
         "fit": readout.fit,
     }
@@ -357,10 +366,11 @@ def readout_from_file(stored: dict[str, Any], state: dict[str, torch.Tensor], co
         meta = None
     if not isinstance(meta, dict):
         raise ValueError(f"its {READOUT_KEY} metadata is missing or not a JSON object; refit the readout")
-    if meta.get("version") != READOUT_VERSION:
+    version = meta.get("version")
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise ValueError(
-            f"its degradation readout has version {clip(meta.get('version'))}, this baryir reads {READOUT_VERSION}; "
-            "refit it with `baryir fit-readout`"
+            f"its degradation readout has version {clip(version)}, this baryir reads "
+            f"{' and '.join(map(str, READABLE_VERSIONS))}; refit it with `baryir fit-readout`"
         )
     classes = meta.get("classes")
     if (
@@ -380,8 +390,15 @@ def readout_from_file(stored: dict[str, Any], state: dict[str, torch.Tensor], co
         or len(set(latents)) != len(latents)
     ):
         raise ValueError(f"its readout latents {clip(latents)} are not distinct names from {LATENTS}")
+    statistics = meta.get("statistics") if version > 1 else list(VERSION1_STATISTICS)
+    if not isinstance(statistics, list) or not all(isinstance(n, str) for n in statistics):
+        raise ValueError(f"its readout statistics {clip(statistics)} are not a list of names from {STATISTICS}")
+    try:
+        check_statistics(tuple(statistics))
+    except ValueError as e:
+        raise ValueError(f"its {e}") from None
     weight, bias = stored["tensors"].get("weight"), stored["tensors"].get("bias")
-    features = feature_count(tuple(latents), config.level_widths)
+    features = feature_count(tuple(latents), config.level_widths, tuple(statistics))
     if weight is None or bias is None or set(stored["tensors"]) != {"weight", "bias"}:
         raise ValueError(f"its readout tensors are {sorted(stored['tensors'])}, expected ['bias', 'weight']")
     if tuple(weight.shape) != (len(classes), features) or tuple(bias.shape) != (len(classes),):
@@ -399,7 +416,7 @@ def readout_from_file(stored: dict[str, Any], state: dict[str, torch.Tensor], co
         )
     fit = meta.get("fit") if isinstance(meta.get("fit"), dict) else {}
     return DegradationReadout(
-        weight.float(), bias.float(), digest, tuple(classes), tuple(latents), READOUT_VERSION, fit
+        weight.float(), bias.float(), digest, tuple(classes), tuple(latents), tuple(statistics), version, fit
     )
 
 

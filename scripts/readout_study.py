@@ -1,12 +1,12 @@
 """Which representation tells degradations apart? (issue #32, docs/model.md)
 
-Fits the same readout (pooled channel mean and std + multinomial logistic regression,
+Fits the same readout (pooled channel statistics + multinomial logistic regression,
 baryir.analysis) on BaryIR's residual (source - barycenter), on the encoder's source latent
 without the decomposition, on the barycenter latent, on the encoder's skips, and on plain image
-statistics; all on crops of the training photos with the fitting generators. Tests on photos
-from another collection (CBSD68) with seen and held-out generators, on Rain100L_sample (real test
-pairs: rain inputs and clean targets), and reports what unseen degradations (JPEG, blur, low
-light) read as.
+statistics, each pooled as mean and deviation and with the neighbour differences as well; all on
+crops of the training photos with the fitting generators. Tests on photos from another collection
+(CBSD68) with seen and held-out generators, on Rain100L_sample (real test pairs: rain inputs and
+clean targets), and reports what unseen degradations (JPEG, blur, low light) read as.
 
     python scripts/readout_study.py --fit data/train/* --clean data/test/CBSD68 \
         --rain-pairs data/test/Rain100L_sample/input data/test/Rain100L_sample/target \
@@ -29,18 +29,24 @@ from baryir.data.degradations import degrade
 from baryir.data.photos import list_images, read_images
 from baryir.evaluate import image_seed
 from baryir.model import DEGRADATION_CLASSES
-from baryir.model.readout import DEFAULT_LATENTS, weights_digest
+from baryir.model.readout import DEFAULT_LATENTS, STATISTICS, VERSION1_STATISTICS, weights_digest
 
-#: The representations compared: name -> the latents it concatenates ("image": image statistics).
-REPRESENTATIONS: dict[str, tuple[str, ...]] = {
-    "residual (source - barycenter)": ("residual",),
-    "source latent (no decomposition)": ("source",),
-    "barycenter latent": ("bary",),
-    "encoder skips 1/2, 1/4 (shipped)": DEFAULT_LATENTS,
-    "encoder skips 1, 1/2, 1/4": ("enc1", "enc2", "enc3"),
-    "skips 1/2, 1/4 + residual": (*DEFAULT_LATENTS, "residual"),
-    "skips 1/2, 1/4 + image statistics": (*DEFAULT_LATENTS, "image"),
-    "image statistics": ("image",),
+#: The representations compared: name -> (the latents it concatenates, the statistics pooled from
+#: each); "image" is plain image statistics.
+MEAN_STD, ALL = VERSION1_STATISTICS, STATISTICS
+REPRESENTATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "residual (source - barycenter)": (("residual",), MEAN_STD),
+    "source latent (no decomposition)": (("source",), MEAN_STD),
+    "barycenter latent": (("bary",), MEAN_STD),
+    "encoder skips 1/2, 1/4": (DEFAULT_LATENTS, MEAN_STD),
+    "encoder skips 1, 1/2, 1/4": (("enc1", "enc2", "enc3"), MEAN_STD),
+    "skips 1/2, 1/4 + image statistics": ((*DEFAULT_LATENTS, "image"), MEAN_STD),
+    "image statistics": (("image",), MEAN_STD),
+    "residual, + neighbour differences": (("residual",), ALL),
+    "source latent, + neighbour differences": (("source",), ALL),
+    "encoder skips 1/2, 1/4, + neighbour differences (shipped)": (DEFAULT_LATENTS, ALL),
+    "encoder skips 1, 1/2, 1/4, + neighbour differences": (("enc1", "enc2", "enc3"), ALL),
+    "skips 1/2, 1/4 + residual, + neighbour differences": ((*DEFAULT_LATENTS, "residual"), ALL),
 }
 
 #: CBSD68 test variants: task -> (class, generator seen in fitting?)
@@ -104,9 +110,18 @@ def test_samples(clean_dir: Path, rain_pairs: tuple[Path, Path] | None) -> list[
     return out
 
 
+def pooled(features: torch.Tensor, statistics: tuple[str, ...]) -> torch.Tensor:
+    """The blocks of ``statistics`` from a latent's features pooled with every one of :data:`ALL`."""
+    blocks = dict(zip(ALL, features.chunk(len(ALL), dim=1)))
+    return torch.cat([blocks[s] for s in statistics], 1)
+
+
 def by_representation(features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The compared representations' features from the per-latent ones."""
-    return {name: torch.cat([features[n] for n in latents], 1) for name, latents in REPRESENTATIONS.items()}
+    return {
+        name: torch.cat([features[n] if n == "image" else pooled(features[n], stats) for n in latents], 1)
+        for name, (latents, stats) in REPRESENTATIONS.items()
+    }
 
 
 def confusion(pred: torch.Tensor, labels: torch.Tensor, k: int) -> list[list[int]]:
@@ -131,7 +146,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     model = load_model(args.model)
-    latents = latent_features(model)
+    latents = latent_features(model, ALL)
 
     def featurize(x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {**latents(x), "image": image_statistics(x)}
@@ -146,6 +161,7 @@ def main() -> None:
         {
             **{k: v for k, v in vars(args).items() if k not in ("features", "l2", "md", "json")},
             "fit_tasks": FIT_TASKS,
+            "statistics": ALL,
             "weights": weights_digest(model.state_dict()),
         },
         default=str,

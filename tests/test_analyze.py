@@ -38,13 +38,32 @@ def analysing_model(tmp_path_factory):
     return save_model(model, tmp_path_factory.mktemp("readout") / "nano-readout.safetensors")
 
 
-def test_pooled_statistics_are_fp32_channel_moments_at_any_size():
-    for h, w in ((3, 5), (8, 8), (1, 12)):
+def test_pooled_statistics_are_fp32_channel_statistics_at_any_size():
+    """Mean, deviation and the mean absolute neighbour differences (over H x W, the padded edge
+    adding zero), in FP32 from FP16 latents, at any size including one-pixel rows and columns."""
+    for h, w in ((3, 5), (8, 8), (1, 12), (7, 1)):
         z = torch.randn(2, 6, h, w, dtype=torch.float64)
         feats = pooled_statistics(z.half())
-        assert feats.dtype == torch.float32 and feats.shape == (2, 12)
-        ref = torch.cat([z.half().double().mean((2, 3)), z.half().double().std((2, 3), unbiased=False)], 1)
+        assert feats.dtype == torch.float32 and feats.shape == (2, 24)
+        zd = z.half().double()
+        dx = (zd[..., 1:] - zd[..., :-1]).abs().sum((2, 3)) / (h * w)
+        dy = (zd[..., 1:, :] - zd[..., :-1, :]).abs().sum((2, 3)) / (h * w)
+        ref = torch.cat([zd.mean((2, 3)), zd.std((2, 3), unbiased=False), dx, dy], 1)
         torch.testing.assert_close(feats.double(), ref, atol=1e-5, rtol=1e-4)
+        only = pooled_statistics(z.half(), ("mean", "dy"))
+        torch.testing.assert_close(only.double(), torch.cat([ref[:, :6], ref[:, 18:]], 1), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="in that order"):
+        DegradationReadout(torch.zeros(4, 8), torch.zeros(4), "x", latents=("enc2",), statistics=("std", "mean"))
+
+
+def test_oriented_differences_tell_streaks_from_their_transpose():
+    """Vertical streaks change along x, not along y: dx sees them, dy does not (and the reverse)."""
+    z = torch.zeros(1, 1, 16, 16)
+    z[..., ::4] = 1.0
+    dx, dy = pooled_statistics(z, ("dx", "dy"))[0]
+    assert dx > 0.4 and dy == 0
+    dx_t, dy_t = pooled_statistics(z.transpose(2, 3), ("dx", "dy"))[0]
+    assert dx_t == 0 and dy_t == dx
 
 
 def test_weights_digest_sees_every_value_and_name(nano_model):
@@ -124,7 +143,12 @@ def build_and_save(tmp_path):
         (lambda m: {**m, "version": 99}, "version 99"),
         (lambda m: {**m, "classes": ["clean"] * 4}, "distinct"),
         (lambda m: {**m, "classes": [f"c{i}" for i in range(40)]}, "2-16"),
+        (lambda m: {**m, "version": True}, "version True"),
         (lambda m: {**m, "latents": ["decoder"]}, "latents"),
+        (lambda m: {**m, "statistics": ["mean", "kurtosis"]}, "statistics"),
+        (lambda m: {**m, "statistics": "mean"}, "statistics"),
+        (lambda m: {k: v for k, v in m.items() if k != "statistics"}, "statistics"),
+        (lambda m: {**m, "statistics": ["mean", "std"]}, "do not fit 4 classes"),  # a v2 head on fewer features
         (lambda m: "not json {", "not a JSON object"),
     ],
 )
@@ -136,6 +160,19 @@ def test_hostile_readout_metadata_is_refused(analysing_model, tmp_path, edit, me
     save_tensors(tensors, tmp_path / "hostile.safetensors", "model", meta)
     model = load_model(tmp_path / "hostile.safetensors")
     assert model.readout is None and message in model.readout_refused
+
+
+def test_a_version_1_readout_still_loads_and_reads_mean_and_deviation():
+    """Files written before the neighbour differences (the previous shipped default) keep their readout."""
+    model = load_model("default-v2")
+    assert model.readout is not None and model.readout.version == 1
+    assert model.readout.statistics == ("mean", "std")
+    assert model.readout.weight.shape[1] == feature_count(
+        model.readout.latents, model.config.level_widths, ("mean", "std")
+    )
+    with torch.no_grad():
+        probs = model.analyze(torch.rand(1, 3, 32, 32))
+    torch.testing.assert_close(probs.sum(1), torch.ones(1))
 
 
 def test_a_readout_of_the_wrong_shape_is_refused(analysing_model, tmp_path):

@@ -352,7 +352,7 @@ def test_int8_models_carry_no_readout_and_say_so(float_path, ptq, tmp_path):
     from baryir.analysis import fit_readout, latent_features
     from baryir.checkpoints import FORMAT_KEY, load_model, read_safetensors, save_tensors, with_readout
     from baryir.formats import INT8_HAS_NO_READOUT
-    from baryir.model.readout import pooled_statistics
+    from baryir.model.readout import pooled_statistics, weights_digest
     from baryir.quantize.checkpoint import KIND
     from baryir.runtimes import load_runner
 
@@ -363,6 +363,8 @@ def test_int8_models_carry_no_readout_and_say_so(float_path, ptq, tmp_path):
     out = tmp_path / "q"
     quantized = run_quantize(ptq_options(float_with_readout, photos, out))
     assert "readout" not in read_header(quantized)
+    # the weights it came from, whatever else their file holds (the readout added here)
+    assert read_header(quantized)["source_weights"] == weights_digest(load_model(float_path).state_dict())
     assert json.loads((out / "quantize.json").read_text())["readout"] == INT8_HAS_NO_READOUT
     model = load_quantized(quantized)
     assert model.readout is None and INT8_HAS_NO_READOUT in model.readout_refused

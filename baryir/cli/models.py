@@ -165,7 +165,8 @@ def _add_fit_readout(sub: argparse._SubParsersAction) -> None:
         help="fit the degradation readout (for analyze and restore --skip-clean) on a trained model",
         description="Freeze MODEL, degrade random crops of the clean photos in DATA (clean, noise, rain, haze; "
         "the fitting generators of baryir.analysis.FIT_TASKS), pool the encoder's features at 1/2 and 1/4 "
-        "resolution and fit a linear readout (docs/model.md: why those features). "
+        "resolution (per channel: mean, deviation, mean absolute horizontal and vertical neighbour difference) "
+        "and fit a linear readout (docs/model.md: why those features). "
         "Writes a copy of the model with the readout stored beside the weights (tied to them by their digest: "
         "changing the weights later drops it). Never writes over MODEL.",
     )
