@@ -131,3 +131,18 @@ def test_inputs_that_name_no_image_are_said_and_the_others_still_run(files, tmp_
     assert f"{tmp_path / '*.jpg'}: pattern matched no file" in err
     assert "notes.png: not a readable image (not an image" in err and "BytesIO" not in err
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
+
+
+def test_switches_named_like_output_files_are_not_taken_for_paths(files, capsys):
+    """``info --json`` is a switch (print JSON), where other commands' ``--json`` names a file: the
+    output guard checks only paths, so it runs, and says what readout each model carries."""
+    import json
+
+    _, model, _, _ = files
+    assert main(["info", "default", "--json"]) == 0
+    shipped = json.loads(capsys.readouterr().out)["readout"]
+    assert shipped["fitted"] and shipped["statistics"] == ["mean", "std", "dx", "dy"]
+    assert main(["info", str(model), "--json"]) == 0
+    assert not json.loads(capsys.readouterr().out)["readout"]["fitted"]
+    assert main(["info", "default"]) == 0
+    assert "readout     enc2+enc3: mean, std, dx, dy" in capsys.readouterr().out

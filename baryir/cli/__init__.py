@@ -56,14 +56,20 @@ def read_paths(args: argparse.Namespace) -> list[Path]:
     return found
 
 
+def written_path(args: argparse.Namespace, name: str) -> bool:
+    """Whether option ``name`` names a path here (``info --json`` is a switch, not a file)."""
+    value = getattr(args, name, None)
+    return isinstance(value, str | Path) and bool(str(value))
+
+
 def guard_written_files(args: argparse.Namespace) -> None:
     """The one guard of every command's outputs, before any work: each is of the kind its option
     names (a folder for ``out`` and ``cache``, a file otherwise), and no whole-file output may
     be, link to or lie in what the command reads."""
     for name, folder in WRITES_FOLDER.items():
-        if getattr(args, name, None):
+        if written_path(args, name):
             refuse_wrong_kind(getattr(args, name), folder, option=f"--{name}")
-    outputs = [getattr(args, name) for name in WRITTEN_FILES if getattr(args, name, None)]
+    outputs = [getattr(args, name) for name in WRITTEN_FILES if written_path(args, name)]
     if outputs:
         refuse_overwriting_inputs(read_paths(args), outputs)
 

@@ -27,6 +27,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     }
     if args.latency:
         info["cpu_latency_ms"] = round(cpu_latency_ms(model, h, w), 1)
+    if not is_config:
+        info["readout"] = readout_summary(model)
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -37,7 +39,33 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"GMACs       {info['gmacs']} at {h}x{w}")
         if args.latency:
             print(f"CPU latency {info['cpu_latency_ms']} ms (eager FP32, batch 1)")
+        if "readout" in info:
+            r = info["readout"]
+            print(
+                "readout     "
+                + (
+                    f"{'+'.join(r['latents'])}: {', '.join(r['statistics'])} -> {', '.join(r['classes'])} "
+                    f"(version {r['version']}, fit accuracy {r['fit'].get('fit_accuracy', '?')})"
+                    if r["fitted"]
+                    else r["why_not"]
+                )
+            )
     return 0
+
+
+def readout_summary(model) -> dict:
+    """What ``info`` says of a model's degradation readout (or why it has none)."""
+    readout = model.readout
+    if readout is None:
+        return {"fitted": False, "why_not": model.readout_refused or "none (fit one with `baryir fit-readout`)"}
+    return {
+        "fitted": True,
+        "latents": list(readout.latents),
+        "statistics": list(readout.statistics),
+        "classes": list(readout.classes),
+        "version": readout.version,
+        "fit": readout.fit,
+    }
 
 
 def cmd_convert_official(args: argparse.Namespace) -> int:
