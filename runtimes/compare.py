@@ -21,6 +21,19 @@ TOLERANCES: dict[str, dict[str, float]] = {
 }
 
 
+#: How many bits of float each precision computes with, coarsest first: an artifact run at a
+#: coarser precision than it was exported at is held to that precision's budget; run at a finer
+#: one (an FP16 IR that OpenVINO computes in f32), it keeps its own.
+PRECISION_RANK = {"int8": 0, "bf16": 1, "fp16": 1, "fp32": 2}
+
+
+def budget_precision(exported: str, runs_at: str) -> str:
+    """The precision whose budget an artifact exported at ``exported`` and run at ``runs_at`` must meet."""
+    if runs_at in PRECISION_RANK and exported in PRECISION_RANK and PRECISION_RANK[runs_at] < PRECISION_RANK[exported]:
+        return runs_at
+    return exported
+
+
 def tolerance_for(precision: str, stated: object = None) -> dict[str, float]:
     """The budget of ``precision`` from :data:`TOLERANCES`; a manifest's ``stated`` tolerance may
     only tighten it (a smaller ``max_abs``, a higher ``psnr``), never loosen it."""

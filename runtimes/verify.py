@@ -23,7 +23,7 @@ from baryir.io.atomic import atomic_write
 from baryir.io.text import clip, read_json
 
 from .base import Runner
-from .compare import TOLERANCES, check_tolerance, compare, compare_degradation, tolerance_for
+from .compare import TOLERANCES, budget_precision, check_tolerance, compare, compare_degradation, tolerance_for
 from .environment import describe_cpu, library_versions
 
 
@@ -122,10 +122,11 @@ def verify_runner(runner: Runner, folder: str | Path) -> dict:
     if degradation is not None:  # an artifact that lost its second output fails here
         ours = runner.run_degradation(np.ascontiguousarray(image)) if runner.degradation_classes else np.empty(0)
         row.update(compare_degradation(ours, degradation))
-    precision = manifest.get("precision", "fp32")
+    exported = manifest.get("precision", "fp32")
     runs_at = runner.info.precision.split("+")[0]  # "int8+bf16": int8 kernels, bf16 float parts
-    if runs_at in TOLERANCES and runs_at != precision:  # asked to run lower than exported: its budget
-        precision, tolerance = runs_at, TOLERANCES[runs_at]
+    precision = budget_precision(exported, runs_at)
+    if precision != exported:  # asked to run coarser than exported: that precision's budget
+        tolerance = TOLERANCES[precision]
     else:  # the table's budget; the manifest may only tighten it
         tolerance = tolerance_for(precision, manifest.get("tolerance"))
     failures = check_tolerance(precision, [row], tolerance)

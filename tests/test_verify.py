@@ -251,3 +251,25 @@ def test_a_miss_is_explained_by_the_backend_that_knows_its_cause(tmp_path, monke
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
         if not int8_saturates():  # VNNI/AMX here: the int8 diagnosis does not apply
             assert "does not reproduce the export" in likely_cause(full, runner)
+
+
+def test_an_fp16_ir_computed_at_a_finer_precision_keeps_its_own_budget(tmp_path, monkeypatch, capsys):
+    """OpenVINO computes an FP16 IR (weights stored in fp16) in f32 unless asked otherwise: the
+    output carries the weights' fp16 rounding, so it is held to the fp16 budget, not f32's
+    (``restore`` refused every FP16 IR before); asked for a coarser precision it gets that one's."""
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    model = save_model(build_model("nano"), tmp_path / "nano.safetensors")
+    export_model(model, "openvino", "fp16", tmp_path, shapes=((64, 64),))
+    folder = tmp_path / "openvino-fp16"
+    runner = load_runner(folder, verify=False)
+    assert runner.info.precision == "fp32"
+    result = check_on_load(runner, folder)
+    assert result["passed"] and result["precision"] == "fp16", result
+    assert "psnr" in result["tolerance"] and "max_abs" not in result["tolerance"]  # fp16's budget, not f32's
+    assert main(["verify", str(folder)]) == 0 and "| pass |" in capsys.readouterr().out
+    from baryir.runtimes.compare import budget_precision
+
+    assert budget_precision("fp16", "fp32") == "fp16" and budget_precision("fp32", "bf16") == "bf16"
+    assert budget_precision("fp32", "int8") == "int8" and budget_precision("fp16", "bf16") == "fp16"
