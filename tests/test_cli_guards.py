@@ -146,3 +146,26 @@ def test_switches_named_like_output_files_are_not_taken_for_paths(files, capsys)
     assert not json.loads(capsys.readouterr().out)["readout"]["fitted"]
     assert main(["info", "default"]) == 0
     assert "readout     enc2+enc3: mean, std, dx, dy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["bench", "--repeats", "0"], "--repeats"),
+        (["bench", "--warmup", "-1"], "--warmup"),
+        (["eval", "--limit", "0"], "--limit"),
+        (["train", "--data", "d", "-o", "r", "--val-every", "0"], "--val-every"),
+        (["train", "--data", "d", "-o", "r", "--ckpt-every", "-2"], "--ckpt-every"),
+        (["train", "--data", "d", "-o", "r", "--batch-size", "0"], "--batch-size"),
+        (["quantize", "--data", "d", "-o", "q", "--calib-samples", "0"], "--calib-samples"),
+        (["restore", "x.png", "-o", "r", "--overlap", "-8"], "--overlap"),
+    ],
+)
+def test_counts_that_cannot_work_are_refused_before_any_work(argv, option, capsys):
+    """A zero or negative count (repeats, steps between checkpoints, images, patches...) is a
+    one-line usage error naming the option, not a crash or an empty result later."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert option in err and "Traceback" not in err

@@ -39,13 +39,23 @@ def name_fragment(text: str) -> str:
 
 
 def positive(kind: type) -> object:
+    """An argparse type: a finite number of ``kind`` above 0."""
+    return _at_least_zero(kind, zero_ok=False)
+
+
+def non_negative(kind: type) -> object:
+    """An argparse type: a finite number of ``kind``, 0 or more."""
+    return _at_least_zero(kind, zero_ok=True)
+
+
+def _at_least_zero(kind: type, zero_ok: bool) -> object:
     def parse(text: str) -> float | int:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or value <= 0:
-            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>= 0' if zero_ok else '> 0'}, got {text!r}")
         return value
 
     return parse
@@ -88,7 +98,9 @@ def add_validation_options(p: argparse.ArgumentParser, limit: int) -> None:
     p.add_argument("--val-pairs", nargs=2, metavar=("INPUT_DIR", "TARGET_DIR"), help="validation pairs")
     p.add_argument("--val-clean", help="validation clean photos (degraded with --val-tasks)")
     p.add_argument("--val-tasks", nargs="+", default=["denoise_25"], metavar="TASK")
-    p.add_argument("--val-limit", type=int, default=limit, help=f"validation images per task (default {limit})")
+    p.add_argument(
+        "--val-limit", type=positive(int), default=limit, help=f"validation images per task (default {limit})"
+    )
 
 
 def validation_items(args: argparse.Namespace):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from baryir.formats import BACKEND_NAMES, FORMATS
 
-from .common import name_fragment, positive, sizes, write_json
+from .common import name_fragment, non_negative, positive, sizes, write_json
 
 #: The per-format export options (argparse dests), from the format table.
 EXPORT_OPTIONS = tuple(name for f in FORMATS.values() for name in f.options)
@@ -229,7 +229,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         help="CoreML only. Weight compression: float (default), int8 linear or 6/4-bit palettes "
         "(smaller app, same speed on the ANE)",
     )
-    p.add_argument("--max-batch", type=int, help="TensorRT only. Profile maximum batch (default 1)")
+    p.add_argument("--max-batch", type=positive(int), help="TensorRT only. Profile maximum batch (default 1)")
     p.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch")
     p.add_argument("--validate-large", action="store_true", help="also validate at 2048x2048 (slow on CPU)")
     p.add_argument("-o", "--out", required=True, help="output folder")
@@ -253,7 +253,9 @@ def _add_runner_options(p: argparse.ArgumentParser) -> None:
         help="tile size (multiple of 8); default: tile only images whose activations exceed --memory-mb",
     )
     p.add_argument("--memory-mb", type=positive(float), default=1024, help="activation memory budget for auto tiling")
-    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels, feathered (default 32)")
+    p.add_argument(
+        "--overlap", type=non_negative(int), default=32, help="tile overlap in pixels, feathered (default 32)"
+    )
     p.add_argument(
         "--no-verify",
         action="store_true",

@@ -9,7 +9,7 @@ from pathlib import Path
 from baryir.data.tasks import TASK_NAMES
 from baryir.formats import BACKEND_NAMES, RUN_PRECISIONS
 
-from .common import list_of, sizes, write_json
+from .common import list_of, non_negative, positive, sizes, write_json
 
 
 def _combos(backends: list[str], precisions: list[str]) -> list[tuple[str, str]]:
@@ -113,7 +113,7 @@ def _add_parity(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pairs", nargs=2, metavar=("INPUT_DIR", "TARGET_DIR"))
     p.add_argument("--clean", help="clean photos degraded with --tasks (fixed seeds)")
     p.add_argument("--tasks", nargs="+", default=["denoise_25"], choices=sorted(TASK_NAMES), metavar="TASK")
-    p.add_argument("--limit", type=int, default=3, help="images per folder (default 3)")
+    p.add_argument("--limit", type=positive(int), default=3, help="images per folder (default 3)")
     p.add_argument("--json", help="write {reference, rows} JSON here")
     p.set_defaults(func=cmd_parity)
 
@@ -132,15 +132,17 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         default=[(512, 512)],
         help="HxW list of multiples of 8 (the network's input), e.g. 512x512,1024x1024",
     )
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--warmup", type=non_negative(int), default=2)
+    p.add_argument("--repeats", type=positive(int), default=10)
     p.add_argument(
         "--profile",
         action="store_true",
         help="after timing, profile each row with its runtime's own profiler (OpenVINO PERF_COUNT with the "
         "kernel of each layer, ONNX Runtime's profiler, the PyTorch profiler): where the time goes on this machine",
     )
-    p.add_argument("--top", type=int, default=12, help="operation types and layers listed per profile (default 12)")
+    p.add_argument(
+        "--top", type=positive(int), default=12, help="operation types and layers listed per profile (default 12)"
+    )
     p.add_argument("--json", help="write the rows (and profiles) as JSON here")
     p.add_argument("--plot", help="write a latency bar chart (PNG) here")
     p.set_defaults(func=cmd_bench)

@@ -14,7 +14,15 @@ from baryir.options import BaryLossWeights, TrainOptions
 from baryir.quantize.options import QuantizeOptions
 from baryir.quantize.scheme import IGNORED_SCOPES, MODEL_TYPES, TARGET_DEVICES
 
-from .common import add_validation_options, field_defaults, options_from, validation_items, write_json
+from .common import (
+    add_validation_options,
+    field_defaults,
+    non_negative,
+    options_from,
+    positive,
+    validation_items,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from ..evaluate import Restore
@@ -142,9 +150,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--init", help="start from these weights instead (fine-tuning)")
     p.add_argument("--loss", choices=["bary", "l1"], default=T.loss, help="bary: the paper; l1: ablation")
-    p.add_argument("--steps", type=int, default=T.steps, help=f"default {T.steps}")
-    p.add_argument("--batch-size", type=int, default=T.batch_size, help=f"default {T.batch_size}")
-    p.add_argument("--patch-size", type=int, default=T.patch_size, help=f"default {T.patch_size}")
+    p.add_argument("--steps", type=positive(int), default=T.steps, help=f"default {T.steps}")
+    p.add_argument("--batch-size", type=positive(int), default=T.batch_size, help=f"default {T.batch_size}")
+    p.add_argument("--patch-size", type=positive(int), default=T.patch_size, help=f"default {T.patch_size}")
     p.add_argument(
         "--content-haze",
         type=float,
@@ -176,7 +184,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--optimizer", choices=["adamw", "rmsprop"], default=T.optimizer, help="rmsprop is the published one"
     )
     p.add_argument("--schedule", choices=["cosine", "step", "constant"], default=T.schedule)
-    p.add_argument("--warmup", type=int, default=T.warmup, help=f"linear warm-up steps (default {T.warmup})")
+    p.add_argument(
+        "--warmup", type=non_negative(int), default=T.warmup, help=f"linear warm-up steps (default {T.warmup})"
+    )
     p.add_argument("--l1-weight", type=float, default=W.l1, help=f"Sigma, the L1 weight (published {W.l1:g})")
     p.add_argument("--structure-weight", type=float, default=W.structure, help="weight of orthogonality + contrastive")
     p.add_argument("--congruence-weight", type=float, default=W.congruence, help="potentials' congruence penalty")
@@ -197,13 +207,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="also keep an exponential moving average of the weights (e.g. 0.999), written to "
         "model_ema.safetensors and validated beside the trained weights (default 0: off)",
     )
-    p.add_argument("--workers", type=int, default=T.workers, help=f"data loader processes (default {T.workers})")
+    p.add_argument(
+        "--workers", type=non_negative(int), default=T.workers, help=f"data loader processes (default {T.workers})"
+    )
     add_validation_options(p, limit=4)
-    p.add_argument("--val-every", type=int, default=T.val_every, help=f"default {T.val_every}")
-    p.add_argument("--ckpt-every", type=int, default=T.ckpt_every, help=f"default {T.ckpt_every}")
+    p.add_argument("--val-every", type=positive(int), default=T.val_every, help=f"default {T.val_every}")
+    p.add_argument("--ckpt-every", type=positive(int), default=T.ckpt_every, help=f"default {T.ckpt_every}")
     p.add_argument(
         "--keep-every",
-        type=int,
+        type=non_negative(int),
         default=T.keep_every,
         metavar="N",
         help="also keep the weights of every N-th step in RUN/snapshots/, for interpolation or a later "
@@ -228,7 +240,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pairs-task", default="paired", help="task label for --pairs rows (e.g. derain)")
     p.add_argument("--clean", help="folder of clean photos to degrade with --tasks")
     p.add_argument("--tasks", nargs="+", default=["denoise_25"], choices=sorted(TASK_NAMES), metavar="TASK")
-    p.add_argument("--limit", type=int, help="at most this many images per folder")
+    p.add_argument("--limit", type=positive(int), help="at most this many images per folder")
     p.add_argument(
         "--device",
         default="cpu",
@@ -289,19 +301,25 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
         help="NNCF target device whose hardware config places the quantizers (default: any; docs/quantization.md)",
     )
     p.add_argument(
-        "--calib-samples", type=int, default=Q.calib_samples, help=f"calibration patches (default {Q.calib_samples})"
+        "--calib-samples",
+        type=positive(int),
+        default=Q.calib_samples,
+        help=f"calibration patches (default {Q.calib_samples})",
     )
     p.add_argument(
-        "--calib-patch", type=int, default=Q.calib_patch, help=f"calibration patch size (default {Q.calib_patch})"
+        "--calib-patch",
+        type=positive(int),
+        default=Q.calib_patch,
+        help=f"calibration patch size (default {Q.calib_patch})",
     )
     p.add_argument(
-        "--steps", type=int, default=Q.steps, help=f"QAT steps (default {Q.steps}, the shipped INT8 model's)"
+        "--steps", type=positive(int), default=Q.steps, help=f"QAT steps (default {Q.steps}, the shipped INT8 model's)"
     )
     p.add_argument(
         "--lr", type=float, default=Q.lr, help=f"QAT learning rate (default {Q.lr:g}; 2e-5 was worse than PTQ)"
     )
-    p.add_argument("--batch-size", type=int, default=Q.batch_size, help=f"default {Q.batch_size}")
-    p.add_argument("--patch-size", type=int, default=Q.patch_size, help=f"default {Q.patch_size}")
+    p.add_argument("--batch-size", type=positive(int), default=Q.batch_size, help=f"default {Q.batch_size}")
+    p.add_argument("--patch-size", type=positive(int), default=Q.patch_size, help=f"default {Q.patch_size}")
     for name in ("haze", "variety", "sky"):
         default = getattr(Q, f"content_{name}")
         p.add_argument(
@@ -320,9 +338,11 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default=Q.device, help=f"cpu or cuda (default {Q.device})")
     p.add_argument("--seed", type=int, default=Q.seed)
-    p.add_argument("--workers", type=int, default=Q.workers, help=f"data loader processes (default {Q.workers})")
-    p.add_argument("--ckpt-every", type=int, default=Q.ckpt_every, help=f"default {Q.ckpt_every}")
-    p.add_argument("--val-every", type=int, default=Q.val_every, help=f"default {Q.val_every}")
+    p.add_argument(
+        "--workers", type=non_negative(int), default=Q.workers, help=f"data loader processes (default {Q.workers})"
+    )
+    p.add_argument("--ckpt-every", type=positive(int), default=Q.ckpt_every, help=f"default {Q.ckpt_every}")
+    p.add_argument("--val-every", type=positive(int), default=Q.val_every, help=f"default {Q.val_every}")
     add_validation_options(p, limit=4)
     p.add_argument("--resume", action="store_true", help="continue the QAT run in --out")
     p.add_argument("--no-progress", action="store_true")
