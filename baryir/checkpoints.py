@@ -24,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .formats import MAX_DEGRADATION_CLASSES
+from .formats import MAX_DEGRADATION_CLASSES, SHIPPED_WEIGHTS
 from .io.atomic import atomic_write
 from .io.text import clip
 from .model import CONFIGS, UNUSED_PUBLISHED_PREFIXES, BaryConfig, BaryNet, DegradationReadout, Potentials
@@ -40,7 +40,7 @@ from .model.readout import (
 )
 from .safe_unpickle import safe_torch_load, to_state_dict
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_DIR = SHIPPED_WEIGHTS
 log = logging.getLogger("baryir")
 
 

@@ -25,6 +25,21 @@ INT8_HAS_NO_READOUT = (
     "INT8 models carry no degradation readout (INT8 rounding moves its probabilities, docs/quantization.md); "
     "run analyze / restore --skip-clean with the float model or its FP32/FP16 artifact"
 )
+#: Where the shipped models live: ``<name>.safetensors`` (float) and ``int8/<name>.safetensors``.
+SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
+
+
+def shipped_files(name: str) -> list[Path]:
+    """The files a shipped model name (``default``, ``default-v2``...) stands for, float and INT8."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        return []
+    return [
+        p
+        for p in (SHIPPED_WEIGHTS / f"{name}.safetensors", SHIPPED_WEIGHTS / "int8" / f"{name}.safetensors")
+        if p.is_file()
+    ]
+
+
 #: H and W must be multiples of this (three 2x downsamplings); runners pad to it.
 PAD_MULTIPLE = 8
 #: The exact graph rewrites every export and every new INT8 model applies, in order (their code is

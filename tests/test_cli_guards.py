@@ -169,3 +169,26 @@ def test_counts_that_cannot_work_are_refused_before_any_work(argv, option, capsy
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert option in err and "Traceback" not in err
+
+
+def test_a_shipped_model_named_by_name_is_an_input_no_output_may_replace(files, tmp_path, monkeypatch, capsys):
+    """``--model default`` reads the package's own weights file: a report written there
+    (``bench --plot``, ``analyze --json``) would replace the shipped model, so the guard counts
+    the files a shipped name stands for among the inputs (a stand-in weights folder here)."""
+    import baryir.formats
+
+    _, model, photos, _ = files
+    shipped = tmp_path / "weights"
+    (shipped / "int8").mkdir(parents=True)
+    for target in (shipped / "default.safetensors", shipped / "int8" / "default.safetensors"):
+        target.write_bytes(model.read_bytes())
+    monkeypatch.setattr(baryir.formats, "SHIPPED_WEIGHTS", shipped)
+    before = model.read_bytes()
+    for argv in (
+        ["bench", "--backends", "torch", "--size", "64x64", "--repeats", "1", "--plot"],
+        ["analyze", str(photos / "a.png"), "--json"],
+    ):
+        for target in (shipped / "default.safetensors", shipped / "int8" / "default.safetensors"):
+            assert main([*argv, str(target)]) == 2
+            assert "would overwrite the input" in capsys.readouterr().err
+            assert target.read_bytes() == before

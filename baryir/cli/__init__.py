@@ -13,7 +13,7 @@ import pickle
 import sys
 from pathlib import Path
 
-from ..formats import needs_extra
+from ..formats import needs_extra, shipped_files
 from ..io.atomic import refuse_overwriting_inputs, refuse_wrong_kind
 from ..io.text import one_line
 from ..signals import TrainingStopped
@@ -43,8 +43,9 @@ WRITES_FOLDER = {**dict.fromkeys((*WRITTEN_FILES, "output", "potentials"), False
 
 
 def read_paths(args: argparse.Namespace) -> list[Path]:
-    """Every existing file or folder an option or argument names (glob patterns expanded): what
-    the command may read. Output options are left out."""
+    """Every existing file or folder an option or argument names (glob patterns expanded), and
+    the shipped files a model name stands for: what the command may read. Output options are
+    left out."""
     values = [v for k, v in vars(args).items() if k not in WRITTEN_FILES + WRITTEN_FOLDERS and v]
     found = []
     for value in values:
@@ -53,6 +54,8 @@ def read_paths(args: argparse.Namespace) -> list[Path]:
                 continue
             matches = glob.glob(str(item)) if any(ch in str(item) for ch in "*?[") else [item]
             found += [Path(m) for m in matches if Path(m).exists()]
+            if not Path(item).exists():
+                found += shipped_files(str(item))
     return found
 
 
