@@ -37,14 +37,15 @@ def _unchanged(paths, run):
 
 def test_json_and_plot_never_replace_an_input(files, tmp_path, capsys):
     root, model, photos, art = files
-    link = tmp_path / "hard.json"
+    link, png_link = tmp_path / "hard.json", tmp_path / "hard.png"
     os.link(model, link)
+    os.link(model, png_link)
     cases = [
         ["export", "--model", str(model), "--format", "onnx", "-o", str(tmp_path / "x"), "--json", str(model)],
         ["eval", "--model", str(model), "--clean", str(photos), "--json", str(photos / "a.png")],
         ["verify", str(art), "--json", str(art / "manifest.json")],
         ["bench", "--model", str(model), "--json", str(model)],
-        ["bench", "--model", str(model), "--plot", str(model)],
+        ["bench", "--model", str(model), "--plot", str(png_link)],  # a hard link of the model named .png
         ["parity", "--model", str(model), "--clean", str(photos), "--json", str(photos / "b.png")],
         ["bench", "--model", str(model), "--json", str(link)],  # a hard link of the model
     ]
@@ -159,11 +160,14 @@ def test_switches_named_like_output_files_are_not_taken_for_paths(files, capsys)
         (["train", "--data", "d", "-o", "r", "--batch-size", "0"], "--batch-size"),
         (["quantize", "--data", "d", "-o", "q", "--calib-samples", "0"], "--calib-samples"),
         (["restore", "x.png", "-o", "r", "--overlap", "-8"], "--overlap"),
+        (["bench", "--plot", "latency.txt"], "--plot"),  # a PNG under another name
+        (["demo", "--figure", "demo.gif"], "--figure"),
     ],
 )
-def test_counts_that_cannot_work_are_refused_before_any_work(argv, option, capsys):
-    """A zero or negative count (repeats, steps between checkpoints, images, patches...) is a
-    one-line usage error naming the option, not a crash or an empty result later."""
+def test_values_that_cannot_work_are_refused_before_any_work(argv, option, capsys):
+    """A zero or negative count (repeats, steps between checkpoints, images, patches...) or a
+    figure name whose suffix is not the format written is a one-line usage error naming the
+    option, not a crash, an empty result or a mislabelled file later."""
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2
@@ -173,7 +177,7 @@ def test_counts_that_cannot_work_are_refused_before_any_work(argv, option, capsy
 
 def test_a_shipped_model_named_by_name_is_an_input_no_output_may_replace(files, tmp_path, monkeypatch, capsys):
     """``--model default`` reads the package's own weights file: a report written there
-    (``bench --plot``, ``analyze --json``) would replace the shipped model, so the guard counts
+    (``bench --json``, ``analyze --json``) would replace the shipped model, so the guard counts
     the files a shipped name stands for among the inputs (a stand-in weights folder here)."""
     import baryir.formats
 
@@ -185,7 +189,7 @@ def test_a_shipped_model_named_by_name_is_an_input_no_output_may_replace(files, 
     monkeypatch.setattr(baryir.formats, "SHIPPED_WEIGHTS", shipped)
     before = model.read_bytes()
     for argv in (
-        ["bench", "--backends", "torch", "--size", "64x64", "--repeats", "1", "--plot"],
+        ["bench", "--backends", "torch", "--size", "64x64", "--repeats", "1", "--json"],
         ["analyze", str(photos / "a.png"), "--json"],
     ):
         for target in (shipped / "default.safetensors", shipped / "int8" / "default.safetensors"):

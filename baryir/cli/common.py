@@ -43,6 +43,17 @@ def positive(kind: type) -> object:
     return _at_least_zero(kind, zero_ok=False)
 
 
+def file_with_suffix(*suffixes: str) -> object:
+    """An argparse type: a file name ending in one of ``suffixes`` (the formats its writer makes)."""
+
+    def parse(text: str) -> str:
+        if Path(text).suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"{text!r} must end in {' or '.join(suffixes)} (the format written)")
+        return text
+
+    return parse
+
+
 def non_negative(kind: type) -> object:
     """An argparse type: a finite number of ``kind``, 0 or more."""
     return _at_least_zero(kind, zero_ok=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from baryir.data.tasks import TASK_NAMES
 from baryir.formats import BACKEND_NAMES, RUN_PRECISIONS
 
-from .common import list_of, non_negative, positive, sizes, write_json
+from .common import file_with_suffix, list_of, non_negative, positive, sizes, write_json
 
 
 def _combos(backends: list[str], precisions: list[str]) -> list[tuple[str, str]]:
@@ -144,7 +144,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "--top", type=positive(int), default=12, help="operation types and layers listed per profile (default 12)"
     )
     p.add_argument("--json", help="write the rows (and profiles) as JSON here")
-    p.add_argument("--plot", help="write a latency bar chart (PNG) here")
+    p.add_argument("--plot", type=file_with_suffix(".png"), help="write a latency bar chart (PNG) here")
     p.set_defaults(func=cmd_bench)
 
 

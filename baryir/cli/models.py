@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import positive, size
+from .common import file_with_suffix, positive, size
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -219,6 +219,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", default="out/demo", help="output folder (default out/demo)")
     p.add_argument(
         "--figure",
+        type=file_with_suffix(".jpg", ".jpeg", ".png"),
         help="write the labelled comparison here instead of OUT/comparison.png (.jpg or .png; "
         "the README's docs/demo.jpg is `baryir demo --figure docs/demo.jpg`)",
     )
