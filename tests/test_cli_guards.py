@@ -196,3 +196,10 @@ def test_a_shipped_model_named_by_name_is_an_input_no_output_may_replace(files, 
             assert main([*argv, str(target)]) == 2
             assert "would overwrite the input" in capsys.readouterr().err
             assert target.read_bytes() == before
+
+
+def test_a_dash_for_an_output_file_is_refused_not_written_as_a_file_named_dash(files, tmp_path, monkeypatch, capsys):
+    _, model, photos, _ = files
+    monkeypatch.chdir(tmp_path)
+    assert main(["analyze", str(photos / "a.png"), "--model", str(model), "--json", "-"]) == 2
+    assert "--json -: name a file" in capsys.readouterr().err and not (tmp_path / "-").exists()

@@ -92,7 +92,10 @@ def _hard_linked_into(out: Path, folder: Path, limit: int = 100_000) -> Path | N
 
 def refuse_wrong_kind(path: str | Path, folder: bool, option: str) -> None:
     """Raise ``ValueError`` before any work if ``path`` cannot be written as a file (``folder``
-    False) or created as a folder: it exists as the other kind, or a parent of it is a file."""
+    False) or created as a folder: it exists as the other kind, a parent of it is a file, or it
+    is ``-`` (standard output, where the command prints its table)."""
+    if str(path) == "-":  # the convention for standard output, which carries the command's table here
+        raise ValueError(f"{option} -: name a file (standard output already carries the table)")
     path = Path(path)
     if path.exists() and path.is_dir() != folder:
         what = "a folder" if path.is_dir() else "a file"
