@@ -53,9 +53,8 @@ def pooled_statistics(z: torch.Tensor, statistics: tuple[str, ...] = DEFAULT_STA
     pooled["mean"] = mean.flatten(1)
     if "std" in statistics:
         centred = z - mean
-        pooled["std"] = (
-            (centred * centred).mean(dim=(2, 3)).add(1e-12).sqrt()
-        )  # x * x: CoreML's fp16 pass keeps it fp32
+        # centred * centred, not a power: CoreML's fp16 pass keeps it fp32
+        pooled["std"] = (centred * centred).mean(dim=(2, 3)).add(1e-12).sqrt()
     if "dx" in statistics:
         dx = torch.cat([z[..., :, 1:] - z[..., :, :-1], torch.zeros_like(z[..., :, :1])], dim=3)
         pooled["dx"] = dx.abs().mean(dim=(2, 3))
@@ -89,9 +88,9 @@ class DegradationReadout:
     """A linear head on the :func:`pooled_statistics` of named latents, concatenated in order
     (per latent, the ``statistics`` in their order).
 
-        ``weight`` is (classes, features) and ``bias`` (classes,), with the feature standardisation
-        of the fit folded in. ``fitted_on`` is the :func:`weights_digest` of the model's weights;
-        ``fit`` holds what the fit measured (JSON-able)."""
+    ``weight`` is (classes, features) and ``bias`` (classes,), with the feature standardisation
+    of the fit folded in. ``fitted_on`` is the :func:`weights_digest` of the model's weights;
+    ``fit`` holds what the fit measured (JSON-able)."""
 
     weight: torch.Tensor
     bias: torch.Tensor
