@@ -160,14 +160,19 @@ def test_switches_named_like_output_files_are_not_taken_for_paths(files, capsys)
         (["train", "--data", "d", "-o", "r", "--batch-size", "0"], "--batch-size"),
         (["quantize", "--data", "d", "-o", "q", "--calib-samples", "0"], "--calib-samples"),
         (["restore", "x.png", "-o", "r", "--overlap", "-8"], "--overlap"),
+        (["train", "--data", "d", "-o", "r", "--content-sky", "1.5"], "--content-sky"),  # a probability
+        (["quantize", "--data", "d", "-o", "q", "--content-haze", "nan"], "--content-haze"),
+        (["train", "--data", "d", "-o", "r", "--ema", "1"], "--ema"),  # a decay of 1 never moves
+        (["train", "--data", "d", "-o", "r", "--lr", "0"], "--lr"),
         (["bench", "--plot", "latency.txt"], "--plot"),  # a PNG under another name
         (["demo", "--figure", "demo.gif"], "--figure"),
     ],
 )
 def test_values_that_cannot_work_are_refused_before_any_work(argv, option, capsys):
-    """A zero or negative count (repeats, steps between checkpoints, images, patches...) or a
-    figure name whose suffix is not the format written is a one-line usage error naming the
-    option, not a crash, an empty result or a mislabelled file later."""
+    """A zero or negative count (repeats, steps between checkpoints, images, patches...), a
+    probability outside [0, 1], a learning rate of 0 or a figure name whose suffix is not the
+    format written is a one-line usage error naming the option, not a crash, an empty result, a
+    silently clamped setting or a mislabelled file later."""
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2

@@ -54,6 +54,21 @@ def file_with_suffix(*suffixes: str) -> object:
     return parse
 
 
+def unit_interval(one_ok: bool = True) -> object:
+    """An argparse type: a float in [0, 1] (a probability), or [0, 1) without ``one_ok`` (a decay)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (0 <= value <= 1 if one_ok else 0 <= value < 1):
+            raise argparse.ArgumentTypeError(f"must be in [0, 1{']' if one_ok else ')'}, got {text!r}")
+        return value
+
+    return parse
+
+
 def non_negative(kind: type) -> object:
     """An argparse type: a finite number of ``kind``, 0 or more."""
     return _at_least_zero(kind, zero_ok=True)

@@ -20,6 +20,7 @@ from .common import (
     non_negative,
     options_from,
     positive,
+    unit_interval,
     validation_items,
     write_json,
 )
@@ -155,7 +156,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch-size", type=positive(int), default=T.patch_size, help=f"default {T.patch_size}")
     p.add_argument(
         "--content-haze",
-        type=float,
+        type=unit_interval(),
         default=T.content_haze,
         metavar="P",
         help="share of non-haze samples whose scene (input and target) is mildly hazy, so that rain or "
@@ -164,7 +165,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--content-variety",
-        type=float,
+        type=unit_interval(),
         default=T.content_variety,
         metavar="P",
         help="share of samples whose photo (input and target) first gets a condition the model should keep: "
@@ -172,14 +173,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--content-sky",
-        type=float,
+        type=unit_interval(),
         default=T.content_sky,
         metavar="P",
         help="share of samples (haze ones too) whose photo (input and target) first gets a cloudy or overcast "
         f"sky, so that clouds and bright backlit areas are not taken for haze (default {T.content_sky})",
     )
-    p.add_argument("--lr", type=float, default=T.lr, help=f"peak learning rate (default {T.lr:g})")
-    p.add_argument("--pots-lr", type=float, help="potentials' learning rate (default: --lr)")
+    p.add_argument("--lr", type=positive(float), default=T.lr, help=f"peak learning rate (default {T.lr:g})")
+    p.add_argument("--pots-lr", type=positive(float), help="potentials' learning rate (default: --lr)")
     p.add_argument(
         "--optimizer", choices=["adamw", "rmsprop"], default=T.optimizer, help="rmsprop is the published one"
     )
@@ -187,9 +188,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--warmup", type=non_negative(int), default=T.warmup, help=f"linear warm-up steps (default {T.warmup})"
     )
-    p.add_argument("--l1-weight", type=float, default=W.l1, help=f"Sigma, the L1 weight (published {W.l1:g})")
-    p.add_argument("--structure-weight", type=float, default=W.structure, help="weight of orthogonality + contrastive")
-    p.add_argument("--congruence-weight", type=float, default=W.congruence, help="potentials' congruence penalty")
+    p.add_argument(
+        "--l1-weight", type=non_negative(float), default=W.l1, help=f"Sigma, the L1 weight (published {W.l1:g})"
+    )
+    p.add_argument(
+        "--structure-weight",
+        type=non_negative(float),
+        default=W.structure,
+        help="weight of orthogonality + contrastive",
+    )
+    p.add_argument(
+        "--congruence-weight", type=non_negative(float), default=W.congruence, help="potentials' congruence penalty"
+    )
     p.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16"],
@@ -201,7 +211,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=T.seed)
     p.add_argument(
         "--ema",
-        type=float,
+        type=unit_interval(one_ok=False),
         default=T.ema,
         metavar="DECAY",
         help="also keep an exponential moving average of the weights (e.g. 0.999), written to "
@@ -316,7 +326,10 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
         "--steps", type=positive(int), default=Q.steps, help=f"QAT steps (default {Q.steps}, the shipped INT8 model's)"
     )
     p.add_argument(
-        "--lr", type=float, default=Q.lr, help=f"QAT learning rate (default {Q.lr:g}; 2e-5 was worse than PTQ)"
+        "--lr",
+        type=positive(float),
+        default=Q.lr,
+        help=f"QAT learning rate (default {Q.lr:g}; 2e-5 was worse than PTQ)",
     )
     p.add_argument("--batch-size", type=positive(int), default=Q.batch_size, help=f"default {Q.batch_size}")
     p.add_argument("--patch-size", type=positive(int), default=Q.patch_size, help=f"default {Q.patch_size}")
@@ -324,7 +337,7 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
         default = getattr(Q, f"content_{name}")
         p.add_argument(
             f"--content-{name}",
-            type=float,
+            type=unit_interval(),
             default=default,
             metavar="P",
             help=f"as in `baryir train` (default {default}, the shipped model's training data)",
@@ -332,7 +345,7 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", choices=["bary", "l1"], default=Q.loss, help="QAT loss (default: the training losses)")
     p.add_argument(
         "--distill",
-        type=float,
+        type=non_negative(float),
         default=Q.distill,
         help=f"weight of L1 to the FP32 model's output (default {Q.distill:g}; 0: off)",
     )
