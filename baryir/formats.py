@@ -198,8 +198,11 @@ def parse_request(formats: str, precisions: str) -> list[tuple[Format, str]]:
 
     Every unknown name or disallowed combination is reported at once, before any work.
     """
-    names = list(FORMATS) if formats == "all" else [f.strip() for f in formats.split(",") if f.strip()]
-    precs = [p.strip() for p in precisions.split(",") if p.strip()]
+    # a name given twice is one job (dict.fromkeys keeps the order)
+    names = (
+        list(FORMATS) if formats == "all" else list(dict.fromkeys(f.strip() for f in formats.split(",") if f.strip()))
+    )
+    precs = list(dict.fromkeys(p.strip() for p in precisions.split(",") if p.strip()))
     errors = [f"unknown format {n!r} (choose from {', '.join(FORMATS)} or all)" for n in names if n not in FORMATS]
     errors += [f"unknown precision {p!r} (choose from {', '.join(PRECISIONS)})" for p in precs if p not in PRECISIONS]
     if not names:

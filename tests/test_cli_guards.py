@@ -208,3 +208,11 @@ def test_a_dash_for_an_output_file_is_refused_not_written_as_a_file_named_dash(f
     monkeypatch.chdir(tmp_path)
     assert main(["analyze", str(photos / "a.png"), "--model", str(model), "--json", "-"]) == 2
     assert "--json -: name a file" in capsys.readouterr().err and not (tmp_path / "-").exists()
+
+
+def test_a_backend_listed_twice_is_measured_once():
+    """``--backends torch,torch`` (or ``torch torch``) names one backend: one row, not two."""
+    from baryir.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "--backends", "torch,onnxruntime", "torch", "--precisions", "fp32,fp32"])
+    assert args.backends == ["torch", "onnxruntime"] and args.precisions == ["fp32"]

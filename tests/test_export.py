@@ -57,6 +57,8 @@ def test_format_table_refuses_bad_requests_before_work():
         ("coreml", "fp16"),
     ]
     assert len(parse_request("all", "fp32")) == 4
+    # a name given twice is one job, not two exports into one folder
+    assert [(f.name, p) for f, p in parse_request("onnx,onnx", "fp32, fp32")] == [("onnx", "fp32")]
     with pytest.raises(ValueError, match="coreml does not support int8"):
         parse_request("coreml", "int8")
     with pytest.raises(ValueError, match="unknown format 'tflite'.*unknown precision 'fp8'"):

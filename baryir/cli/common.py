@@ -92,7 +92,7 @@ def list_of(choices: list[str]) -> type[argparse.Action]:
 
     class ListAction(argparse.Action):
         def __call__(self, parser, namespace, values, option_string=None):
-            items = [item for value in values for item in value.split(",") if item]
+            items = list(dict.fromkeys(item for value in values for item in value.split(",") if item))  # once each
             wrong = [item for item in items if item not in choices]
             if wrong:
                 allowed = ", ".join(choices)
