@@ -164,6 +164,8 @@ def test_switches_named_like_output_files_are_not_taken_for_paths(files, capsys)
         (["quantize", "--data", "d", "-o", "q", "--content-haze", "nan"], "--content-haze"),
         (["train", "--data", "d", "-o", "r", "--ema", "1"], "--ema"),  # a decay of 1 never moves
         (["train", "--data", "d", "-o", "r", "--lr", "0"], "--lr"),
+        (["train", "--data", "d", "-o", "r", "--patch-size", "36"], "--patch-size"),  # not a multiple of 8
+        (["quantize", "--data", "d", "-o", "q", "--calib-patch", "60"], "--calib-patch"),
         (["bench", "--plot", "latency.txt"], "--plot"),  # a PNG under another name
         (["demo", "--figure", "demo.gif"], "--figure"),
     ],

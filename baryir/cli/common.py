@@ -69,6 +69,15 @@ def unit_interval(one_ok: bool = True) -> object:
     return parse
 
 
+def patch_side(text: str) -> int:
+    """An argparse type: a square patch side, a positive multiple of 8 (the network's three 2x
+    downsamplings need it)."""
+    value = positive(int)(text)
+    if value % 8:
+        raise argparse.ArgumentTypeError(f"must be a positive multiple of 8, got {text!r}")
+    return value
+
+
 def non_negative(kind: type) -> object:
     """An argparse type: a finite number of ``kind``, 0 or more."""
     return _at_least_zero(kind, zero_ok=True)

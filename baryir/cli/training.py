@@ -19,6 +19,7 @@ from .common import (
     field_defaults,
     non_negative,
     options_from,
+    patch_side,
     positive,
     unit_interval,
     validation_items,
@@ -153,7 +154,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", choices=["bary", "l1"], default=T.loss, help="bary: the paper; l1: ablation")
     p.add_argument("--steps", type=positive(int), default=T.steps, help=f"default {T.steps}")
     p.add_argument("--batch-size", type=positive(int), default=T.batch_size, help=f"default {T.batch_size}")
-    p.add_argument("--patch-size", type=positive(int), default=T.patch_size, help=f"default {T.patch_size}")
+    p.add_argument("--patch-size", type=patch_side, default=T.patch_size, help=f"default {T.patch_size}")
     p.add_argument(
         "--content-haze",
         type=unit_interval(),
@@ -318,7 +319,7 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--calib-patch",
-        type=positive(int),
+        type=patch_side,
         default=Q.calib_patch,
         help=f"calibration patch size (default {Q.calib_patch})",
     )
@@ -332,7 +333,7 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
         help=f"QAT learning rate (default {Q.lr:g}; 2e-5 was worse than PTQ)",
     )
     p.add_argument("--batch-size", type=positive(int), default=Q.batch_size, help=f"default {Q.batch_size}")
-    p.add_argument("--patch-size", type=positive(int), default=Q.patch_size, help=f"default {Q.patch_size}")
+    p.add_argument("--patch-size", type=patch_side, default=Q.patch_size, help=f"default {Q.patch_size}")
     for name in ("haze", "variety", "sky"):
         default = getattr(Q, f"content_{name}")
         p.add_argument(

@@ -87,7 +87,10 @@ class AllInOneDataset(Dataset):
         for folder in map(Path, folders):
             self._add_folder(folder, tasks)
         if not self.entries:
-            raise ValueError(f"no usable training images for tasks {tasks} in {[str(f) for f in folders]}")
+            raise ValueError(
+                f"no usable training images for tasks {tasks} in {[str(f) for f in folders]} "
+                f"(photos smaller than the {patch_size} px patch are skipped: a smaller --patch-size, or larger photos)"
+            )
         counts = torch.zeros(len(self.sources))
         for e in self.entries:
             counts[self.source_index(e.task)] += 1
