@@ -54,6 +54,8 @@ def test_dataset_skips_bad_files_and_weights_sources(photo_dir, caplog):
     torch.testing.assert_close(data.lambdas, torch.tensor([0.2, 0.4, 0.4]))
     a, b = data[5], data[5]
     assert torch.equal(a[0], b[0]) and a[0].shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="multiple of 8"):  # the network needs it; refused before any photo is read
+        AllInOneDataset([photo_dir], TASKS, patch_size=36)
 
 
 def test_content_haze_keeps_the_scene_hazy_in_input_and_target(photo_dir):

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from ..formats import PAD_MULTIPLE
 from .degradations import add_content_condition, add_haze, add_sky, get_task
 from .photos import list_images, pair_by_name, read_images
 
@@ -79,6 +80,8 @@ class AllInOneDataset(Dataset):
     ) -> None:
         if not tasks:
             raise ValueError("no tasks given")
+        if patch_size <= 0 or patch_size % PAD_MULTIPLE:
+            raise ValueError(f"patch size {patch_size} must be a positive multiple of {PAD_MULTIPLE}")
         self.tasks = [get_task(t) for t in tasks]
         self.sources = sorted({t.source for t in self.tasks}, key=[t.source for t in self.tasks].index)
         self.patch_size, self.seed, self.length = patch_size, seed, length
