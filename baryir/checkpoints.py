@@ -49,6 +49,8 @@ class ModelFileError(ValueError):
 
 
 FORMAT_KEY = "baryir.format"
+#: The ``FORMAT_KEY`` of an NNCF-quantized model file (written by :mod:`baryir.quantize`).
+QUANTIZED_KIND = "quantized-model"
 CONFIG_KEY = "baryir.config"
 #: Metadata of the degradation readout stored beside the weights (tensors ``readout.*``).
 READOUT_KEY = "baryir.readout"
@@ -434,8 +436,13 @@ def read_model_file_with_readout(path: Path) -> tuple[dict[str, torch.Tensor], B
     try:
         if path.suffix == ".safetensors":
             tensors, meta = read_safetensors(path)
+            if meta.get(FORMAT_KEY, "model") == QUANTIZED_KIND:
+                raise ValueError(
+                    "it holds an INT8 (NNCF-quantized) model, which this command does not take; give the float "
+                    "model it was made from, or export the INT8 one (`baryir export --model FILE --precision int8`)"
+                )
             if meta.get(FORMAT_KEY, "model") != "model":
-                raise ValueError(f"it holds {meta[FORMAT_KEY]}, not a BaryNet model")
+                raise ValueError(f"it holds {clip(meta[FORMAT_KEY])}, not a BaryNet model")
             tensors, readout = split_readout(tensors, meta)
             if CONFIG_KEY not in meta:
                 return tensors, None, readout

@@ -19,6 +19,7 @@ import torch
 from baryir.checkpoints import (
     CONFIG_KEY,
     FORMAT_KEY,
+    QUANTIZED_KIND,
     WEIGHTS_DIR,
     read_safetensors,
     save_tensors,
@@ -30,7 +31,7 @@ from baryir.model.rewrites import apply_rewrites
 
 from .scheme import Int8Scheme, require_nncf
 
-KIND = "quantized-model"
+KIND = QUANTIZED_KIND
 NNCF_KEY = "baryir.nncf_config"
 SCHEME_KEY = "baryir.int8_scheme"
 #: Shipped INT8 versions of shipped models: ``baryir/weights/int8/<name>.safetensors``.

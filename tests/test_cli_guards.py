@@ -218,3 +218,15 @@ def test_a_backend_listed_twice_is_measured_once():
 
     args = build_parser().parse_args(["bench", "--backends", "torch,onnxruntime", "torch", "--precisions", "fp32,fp32"])
     assert args.backends == ["torch", "onnxruntime"] and args.precisions == ["fp32"]
+
+
+def test_an_int8_model_file_where_a_float_one_is_needed_says_what_to_give(files, tmp_path, capsys):
+    """`analyze` and `restore --model` on an INT8 checkpoint name the two ways forward."""
+    from baryir.quantize.checkpoint import resolve_quantized
+
+    _, _, photos, _ = files
+    int8 = str(resolve_quantized("default"))
+    for argv in (["analyze", str(photos / "a.png")], ["restore", str(photos / "a.png"), "-o", str(tmp_path / "r")]):
+        assert main([*argv, "--model", int8, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "INT8 (NNCF-quantized) model" in err and "baryir export" in err, err
