@@ -48,6 +48,14 @@ def test_verify_passes_a_good_artifact_and_fails_a_broken_one(onnx_artifacts, ca
     assert "FAILED" in out and "max abs error" in out and "re-export" in out
 
 
+def test_verify_of_an_export_output_folder_checks_every_artifact_in_it(onnx_artifacts, capsys):
+    """`baryir verify OUT` (the folder `baryir export -o OUT` wrote) checks each export folder in it."""
+    good, broken = onnx_artifacts
+    assert main(["verify", str(good.parent)]) == 1
+    out = capsys.readouterr().out
+    assert f"| {good} |" in out and f"| {broken} |" in out and "| pass |" in out and "FAILED" in out
+
+
 def test_runners_check_at_load_and_cache_the_pass(onnx_artifacts, tmp_path, monkeypatch, capsys):
     good, broken = onnx_artifacts
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -150,13 +150,26 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 1 if failures or empty else 0
 
 
+def export_folders(names: list[str]) -> list[str]:
+    """``names`` with a folder that holds export folders (``baryir export -o OUT`` writes
+    OUT/<format>-<precision>/) replaced by those, one level down, in name order."""
+    found = []
+    for name in names:
+        folder = Path(name)
+        inside = []
+        if folder.is_dir() and not (folder / "manifest.json").exists():
+            inside = sorted(str(d) for d in folder.iterdir() if d.is_dir() and (d / "manifest.json").is_file())
+        found += inside or [name]
+    return list(dict.fromkeys(found))
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from baryir.io.text import one_line
     from baryir.runtimes import load_runner
     from baryir.runtimes.verify import ArtifactCheckError, artifact_folder, verify_runner
 
     results = []
-    for artifact in args.artifacts:  # one bad artifact is one failed row, the others are still checked
+    for artifact in export_folders(args.artifacts):  # one bad artifact is one failed row, the others still checked
         try:
             folder = artifact_folder(artifact)
         except ArtifactCheckError:
@@ -320,7 +333,12 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
         "golden input with PyTorch's (golden.npz) and judge it by the tolerance in its manifest. Prints "
         "PSNR and max abs error vs PyTorch; exit 1 if any artifact fails (the line names the likely cause).",
     )
-    p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="export folders (or a model file inside one)")
+    p.add_argument(
+        "artifacts",
+        nargs="+",
+        metavar="ARTIFACT",
+        help="export folders, a folder of them (an export's -o OUT), or a model file inside one",
+    )
     p.add_argument("--backend", default="auto", help="run with this backend (default: the artifact's)")
     p.add_argument("--device", help="device for the runtime (default: the artifact's)")
     p.add_argument("--json", help="write the results as JSON here")
