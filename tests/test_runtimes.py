@@ -380,3 +380,19 @@ def test_restore_and_verify_run_without_torch(fp32_exports, tmp_path, run_withou
         train.returncode == 2
         and "baryir train (PyTorch) needs the torch extra: pip install 'baryir[torch]'" in train.stderr
     )
+
+
+def test_openvino_names_a_device_it_does_not_have_and_refuses_auto(fp32_exports):
+    """A device OpenVINO cannot see (a GPU on a CPU-only machine) is named with the ones it has,
+    not reported as an artifact to re-export; AUTO/HETERO pick the device (and so the precision)
+    themselves, which a runner that states its precision cannot do."""
+    pytest.importorskip("openvino")
+    import openvino as ov
+
+    folder = fp32_exports / "openvino-fp32"
+    available = ov.Core().available_devices
+    missing = next(d for d in ("NPU", "GPU", "CPU") if d not in {a.split(".")[0] for a in available})
+    with pytest.raises(ValueError, match=f"OpenVINO sees no {missing} device here"):
+        load_runner(folder, device=missing, verify=False)
+    with pytest.raises(ValueError, match="AUTO picks the device itself"):
+        load_runner(folder, device="AUTO", verify=False)

@@ -29,6 +29,11 @@ def compile_openvino(core, model, device: str, config: dict, shape: tuple[int, .
     return core.compile_model(model, device, config)
 
 
+#: OpenVINO's devices that choose or combine the real ones (``AUTO``, ``HETERO:GPU,CPU`` ...):
+#: refused, since the precision they run could not be stated.
+_VIRTUAL_DEVICES = {"AUTO", "HETERO", "MULTI", "BATCH"}
+
+
 class OpenVINORunner(Runner):
     """An IR (model.xml) compiled for ``device``. The inference precision is set explicitly
     (default f32: the CPU plugin would silently pick bf16 on AMX CPUs) and read back. An INT8 IR
@@ -50,6 +55,17 @@ class OpenVINORunner(Runner):
         if not quantized and precision not in _HINTS:
             raise ValueError(f"openvino precision of a float IR must be one of {sorted(_HINTS)}, not {precision!r}")
         self.core, self.device = ov.Core(), device
+        available = self.core.available_devices  # e.g. ["CPU", "GPU.0", "GPU.1"]
+        if device.split(":")[0] in _VIRTUAL_DEVICES:
+            raise ValueError(
+                f"OpenVINO's {device.split(':')[0]} picks the device itself, so the precision it runs is not known; "
+                f"name one of {', '.join(available) or 'its devices'}"
+            )
+        if device not in available and device.split(".")[0] not in {d.split(".")[0] for d in available}:
+            raise ValueError(
+                f"OpenVINO sees no {device} device here (it has {', '.join(available) or 'none'}); "
+                f"use --device {available[0] if available else 'CPU'}"
+            )
         hint = _HINTS[parts or "fp32"] if quantized else _HINTS[precision]
         if hint == "bf16" and device == "CPU" and onednn_hides_bf16():
             hint = "f32"  # what the plugin does on a CPU without bf16; the label below says so
