@@ -160,6 +160,7 @@ def test_switches_named_like_output_files_are_not_taken_for_paths(files, capsys)
         (["train", "--data", "d", "-o", "r", "--batch-size", "0"], "--batch-size"),
         (["quantize", "--data", "d", "-o", "q", "--calib-samples", "0"], "--calib-samples"),
         (["restore", "x.png", "-o", "r", "--overlap", "-8"], "--overlap"),
+        (["restore", "x.png", "-o", "r", "--tile", "0"], "--tile"),  # was read as "no tile size given"
         (["train", "--data", "d", "-o", "r", "--content-sky", "1.5"], "--content-sky"),  # a probability
         (["quantize", "--data", "d", "-o", "q", "--content-haze", "nan"], "--content-haze"),
         (["train", "--data", "d", "-o", "r", "--ema", "1"], "--ema"),  # a decay of 1 never moves

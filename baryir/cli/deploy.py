@@ -262,7 +262,7 @@ def _add_runner_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--tile",
-        type=int,
+        type=positive(int),
         help="tile size (multiple of 8); default: tile only images whose activations exceed --memory-mb",
     )
     p.add_argument("--memory-mb", type=positive(float), default=1024, help="activation memory budget for auto tiling")
