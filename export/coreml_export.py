@@ -49,8 +49,13 @@ def keep_fp32(op) -> bool:
 
 
 def _shape(ct, shapes: tuple[tuple[int, int], ...], flexible: str):
+    """The input shape: enumerated sizes (one size: a fixed shape, which coremltools requires), or
+    a range of sizes."""
     if flexible == "enumerated":
-        return ct.EnumeratedShapes(shapes=[[1, 3, h, w] for h, w in shapes], default=[1, 3, *shapes[0]])
+        sizes = list(dict.fromkeys(tuple(s) for s in shapes))
+        if len(sizes) == 1:
+            return ct.Shape(shape=(1, 3, *sizes[0]))
+        return ct.EnumeratedShapes(shapes=[[1, 3, h, w] for h, w in sizes], default=[1, 3, *sizes[0]])
     if flexible == "range":
         lo, hi = RANGE_BOUNDS
         h0, w0 = shapes[0]

@@ -287,6 +287,19 @@ def test_coreml_conversion_and_spec(nano_path, tmp_path):
     assert results[0]["prediction_validated"] is False  # image I/O is checked by spec; prediction needs macOS
 
 
+def test_coreml_with_one_size_is_a_fixed_shape_model(nano_path, tmp_path):
+    """One enumerated size is a fixed-shape input: coremltools refuses
+    EnumeratedShapes of fewer than two, which `--shapes 64x64` used to pass it."""
+    ct = pytest.importorskip("coremltools")
+    from baryir.export.coreml_export import spec_summary
+
+    export_model(nano_path, "coreml", "fp16", tmp_path, shapes=((64, 64),), validate=False)
+    package = tmp_path / "coreml-fp16" / "model.mlpackage"
+    assert spec_summary(package)["inputs"][0]["enumerated"] == [] and not spec_summary(package)["inputs"][0]["range"]
+    image = ct.models.MLModel(str(package), skip_model_load=True).get_spec().description.input[0].type.imageType
+    assert (image.height, image.width) == (64, 64)
+
+
 @pytest.mark.slow
 def test_coreml_fp16_program_keeps_reductions_in_float32(nano_path, tmp_path):
     pytest.importorskip("coremltools")
