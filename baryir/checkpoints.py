@@ -40,7 +40,6 @@ from .model.readout import (
 )
 from .safe_unpickle import safe_torch_load, to_state_dict
 
-WEIGHTS_DIR = SHIPPED_WEIGHTS
 log = logging.getLogger("baryir")
 
 
@@ -59,7 +58,7 @@ READOUT_PREFIX = "readout."
 
 def shipped_models() -> dict[str, Path]:
     """Names of the weights shipped inside the package (``default``, ...)."""
-    return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.safetensors"))}
+    return {p.stem: p for p in sorted(SHIPPED_WEIGHTS.glob("*.safetensors"))}
 
 
 def build_model(config: str | BaryConfig = "mobile", **overrides: Any) -> BaryNet:

@@ -25,8 +25,10 @@ INT8_HAS_NO_READOUT = (
     "INT8 models carry no degradation readout (INT8 rounding moves its probabilities, docs/quantization.md); "
     "run analyze / restore --skip-clean with the float model or its FP32/FP16 artifact"
 )
-#: Where the shipped models live: ``<name>.safetensors`` (float) and ``int8/<name>.safetensors``.
+#: Where the shipped models live: ``<name>.safetensors`` (float) and, in the ``SHIPPED_INT8``
+#: subfolder, ``<name>.safetensors`` (its INT8 version).
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
+SHIPPED_INT8 = "int8"
 
 
 def shipped_files(name: str) -> list[Path]:
@@ -35,7 +37,7 @@ def shipped_files(name: str) -> list[Path]:
         return []
     return [
         p
-        for p in (SHIPPED_WEIGHTS / f"{name}.safetensors", SHIPPED_WEIGHTS / "int8" / f"{name}.safetensors")
+        for p in (SHIPPED_WEIGHTS / f"{name}.safetensors", SHIPPED_WEIGHTS / SHIPPED_INT8 / f"{name}.safetensors")
         if p.is_file()
     ]
 

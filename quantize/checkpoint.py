@@ -20,12 +20,11 @@ from baryir.checkpoints import (
     CONFIG_KEY,
     FORMAT_KEY,
     QUANTIZED_KIND,
-    WEIGHTS_DIR,
     read_safetensors,
     save_tensors,
     split_readout,
 )
-from baryir.formats import INT8_HAS_NO_READOUT
+from baryir.formats import INT8_HAS_NO_READOUT, SHIPPED_INT8, SHIPPED_WEIGHTS
 from baryir.model import BaryConfig, BaryNet
 from baryir.model.rewrites import apply_rewrites
 
@@ -35,7 +34,7 @@ KIND = QUANTIZED_KIND
 NNCF_KEY = "baryir.nncf_config"
 SCHEME_KEY = "baryir.int8_scheme"
 #: Shipped INT8 versions of shipped models: ``baryir/weights/int8/<name>.safetensors``.
-SHIPPED_INT8_DIR = WEIGHTS_DIR / "int8"
+SHIPPED_INT8_DIR = SHIPPED_WEIGHTS / SHIPPED_INT8
 
 
 def save_quantized(
