@@ -133,6 +133,12 @@ def test_keep_every_keeps_the_weights_of_those_steps(photo_dir, tmp_path):
     early = read_safetensors(snaps / "step000002-model.safetensors")[0]
     assert all(torch.equal(last[k], final[k]) for k in final)
     assert any(not torch.equal(early[k], final[k]) for k in final)
+    # a later run without EMA in that folder snapshots its weights only: the first run's final EMA
+    # file, still there, is never copied in as the EMA of its steps
+    ema_step2 = read_safetensors(snaps / "step000002-model_ema.safetensors")[0]
+    Trainer(_opts(photo_dir, tmp_path / "run", steps=2, ckpt_every=2, keep_every=2)).fit()
+    again = read_safetensors(snaps / "step000002-model_ema.safetensors")[0]
+    assert all(torch.equal(again[k], ema_step2[k]) for k in ema_step2)
 
 
 def test_resume_continues_exactly(photo_dir, tmp_path):
