@@ -170,9 +170,13 @@ def test_a_version_1_readout_still_loads_and_reads_mean_and_deviation():
     assert model.readout.weight.shape[1] == feature_count(
         model.readout.latents, model.config.level_widths, ("mean", "std")
     )
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        probs = model.analyze(torch.rand(1, 3, 32, 32))
-    torch.testing.assert_close(probs.sum(1), torch.ones(1))
+        probs = model.analyze(x)
+        latents = model.latents(x, model.readout.latents)
+        features = torch.cat([pooled_statistics(latents[n], ("mean", "std")) for n in model.readout.latents], 1)
+    expected = (features @ model.readout.weight.T + model.readout.bias).softmax(1)
+    torch.testing.assert_close(probs, expected)  # its head on mean and deviation, as fitted
 
 
 def test_a_readout_of_the_wrong_shape_is_refused(analysing_model, tmp_path):
