@@ -38,6 +38,10 @@ def _resolve(artifact: str | Path) -> tuple[str, Path | str, dict]:
     manifest = read_json(manifest_path) if path.exists() and manifest_path.exists() else {}
     fmt = format_of_file(path)
     if fmt is not None:
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path}: no such {fmt.name} artifact; check the path, or export one with baryir export"
+            )
         return fmt.backend, path, manifest
     return "torch", str(artifact), {}  # a checkpoint or a shipped name such as "default"
 

@@ -231,3 +231,13 @@ def test_an_int8_model_file_where_a_float_one_is_needed_says_what_to_give(files,
         assert main([*argv, "--model", int8, "--no-progress"]) == 2
         err = capsys.readouterr().err
         assert "INT8 (NNCF-quantized) model" in err and "baryir export" in err, err
+
+
+@pytest.mark.parametrize("name", ["gone.onnx", "gone.xml", "gone.mlpackage", "gone.engine"])
+def test_an_artifact_that_does_not_exist_is_said_to_be_missing(files, tmp_path, name, capsys):
+    """A mistyped artifact path says it is missing (not that its golden check is missing)."""
+    _, _, photos, _ = files
+    assert main(["restore", str(photos / "a.png"), "-o", str(tmp_path / "r"), "--model", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / name}: no such" in err and "golden" not in err, err
+    assert not (tmp_path / "r").exists()
