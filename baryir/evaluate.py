@@ -6,7 +6,6 @@ multiple of 8 are padded for the network and cropped back, so the whole image is
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -88,7 +87,8 @@ def synthetic_items(
 
 def evaluate(restore: Restore, items: list[EvalItem], with_ssim: bool = True, progress: bool = True) -> list[dict]:
     """Mean PSNR/SSIM of ``restore`` (and of the raw inputs) per (dataset, task), the worst
-    image's PSNR and how many images came out worse than they went in."""
+    image's PSNR and how many images came out worse than they went in (for a clean pair, whose
+    input is perfect, every image that comes out changed at all)."""
     groups: dict[tuple[str, str], list[dict[str, float]]] = {}
     for item in tqdm(items, desc="evaluate", unit="img", disable=not progress):
         out = restore(item.degraded).float().clamp(0, 1)
@@ -103,7 +103,7 @@ def evaluate(restore: Restore, items: list[EvalItem], with_ssim: bool = True, pr
         for key in scores[0]:
             row[key] = sum(s[key] for s in scores) / len(scores)
         row["worst_psnr"] = min(s["psnr"] for s in scores)
-        row["made_worse"] = sum(s["psnr"] < s["input_psnr"] for s in scores if math.isfinite(s["input_psnr"]))
+        row["made_worse"] = sum(s["psnr"] < s["input_psnr"] for s in scores)
         rows.append(row)
     return rows
 
