@@ -40,20 +40,23 @@ def interpolate(a: BaryNet, b: BaryNet, alpha: float) -> BaryNet:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("a", help="shipped name or weights file (alpha 0)")
     ap.add_argument("b", help="shipped name or weights file (alpha 1)")
     ap.add_argument("--alpha", type=float, default=0.5, help="weight of B, in [0, 1] (default 0.5)")
     ap.add_argument("-o", "--output", required=True, type=Path, help="the new .safetensors file")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if not 0 <= args.alpha <= 1:
         raise SystemExit(f"error: --alpha {args.alpha} is not in [0, 1]")
-    paths = [resolve_model_path(m) for m in (args.a, args.b)]
-    refuse_overwriting_inputs(paths, [args.output])
-    mixed = interpolate(load_model(paths[0]), load_model(paths[1]), args.alpha)
-    meta = {"interpolation": {"a": paths[0].name, "b": paths[1].name, "alpha": args.alpha}}
-    save_model(mixed, args.output, meta)
+    try:
+        paths = [resolve_model_path(m) for m in (args.a, args.b)]
+        refuse_overwriting_inputs(paths, [args.output])
+        mixed = interpolate(load_model(paths[0]), load_model(paths[1]), args.alpha)
+        meta = {"interpolation": {"a": paths[0].name, "b": paths[1].name, "alpha": args.alpha}}
+        save_model(mixed, args.output, meta)
+    except (OSError, ValueError) as e:  # a missing or foreign file, an output that is an input
+        raise SystemExit(f"error: {e}") from None
     print(f"wrote {args.output}: {1 - args.alpha:g} x {paths[0].name} + {args.alpha:g} x {paths[1].name}")
 
 

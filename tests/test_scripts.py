@@ -11,6 +11,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from interpolate_weights import interpolate  # noqa: E402
+from interpolate_weights import main as interpolate_main  # noqa: E402
 from pack_data import pack  # noqa: E402
 
 
@@ -88,3 +89,16 @@ def test_interpolated_weights_are_exact_at_the_ends_and_refuse_other_configs():
         assert torch.isfinite(interpolate(a, b, 0.5)(x)).all()
     with pytest.raises(ValueError, match="different configs"):
         interpolate(a, build_model("mobile"), 0.5)
+
+
+def test_interpolation_refuses_to_replace_an_input_in_one_line(tmp_path):
+    """The script's errors are one line naming the file (no traceback), and the input is kept."""
+    from baryir import build_model, save_model
+
+    a = save_model(build_model("nano"), tmp_path / "a.safetensors")
+    before = a.read_bytes()
+    with pytest.raises(SystemExit, match=r"^error: .*a\.safetensors: would overwrite the input"):
+        interpolate_main([str(a), str(a), "-o", str(a)])
+    assert a.read_bytes() == before
+    with pytest.raises(SystemExit, match=r"^error: .*gone\.safetensors"):
+        interpolate_main([str(a), str(tmp_path / "gone.safetensors"), "-o", str(tmp_path / "out.safetensors")])
