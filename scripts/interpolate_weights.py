@@ -1,17 +1,24 @@
 """Linear interpolation of two models' weights ("model soup"): ``(1 - alpha) * A + alpha * B``.
 
-How the shipped ``default`` was made from ``default-v2`` and the third safe fine-tune
-(docs/experiments.md): the fine-tune's last and EMA weights averaged, then averaged with
-``default-v2``. Both models must have one configuration; the result carries no degradation
-readout (refit it: ``baryir fit-readout``). Float32 arithmetic, so a rerun is bit for bit.
+An ``alpha`` outside [0, 1] extrapolates, ``A + alpha * (B - A)``: with ``B`` the mean of two
+models made from ``A``, ``alpha`` 2 adds both their changes to ``A`` ("task arithmetic").
+
+How the shipped defaults were made (docs/experiments.md): a fine-tune's last and EMA weights
+averaged, then averaged with the model it started from; the current ``default`` is
+``default-v3`` plus the changes of two such halves, of two fine-tunes of ``default-v3``. Both
+models must have one configuration; the result carries no degradation readout (refit it:
+``baryir fit-readout``). Float32 arithmetic, so a rerun is bit for bit.
 
     python scripts/interpolate_weights.py RUN/model.safetensors RUN/model_ema.safetensors -o soup.safetensors
     python scripts/interpolate_weights.py default-v2 soup.safetensors --alpha 0.5 -o interpolated.safetensors
+    python scripts/interpolate_weights.py half1.safetensors half2.safetensors --alpha 0.5 -o mean.safetensors
+    python scripts/interpolate_weights.py default-v3 mean.safetensors --alpha 2 -o both.safetensors
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
@@ -44,11 +51,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("a", help="shipped name or weights file (alpha 0)")
     ap.add_argument("b", help="shipped name or weights file (alpha 1)")
-    ap.add_argument("--alpha", type=float, default=0.5, help="weight of B, in [0, 1] (default 0.5)")
+    ap.add_argument(
+        "--alpha", type=float, default=0.5, help="weight of B (default 0.5); outside [0, 1] it extrapolates from A"
+    )
     ap.add_argument("-o", "--output", required=True, type=Path, help="the new .safetensors file")
     args = ap.parse_args(argv)
-    if not 0 <= args.alpha <= 1:
-        raise SystemExit(f"error: --alpha {args.alpha} is not in [0, 1]")
+    if not math.isfinite(args.alpha):
+        raise SystemExit(f"error: --alpha {args.alpha} is not a number")
     try:
         paths = [resolve_model_path(m) for m in (args.a, args.b)]
         refuse_overwriting_inputs(paths, [args.output])

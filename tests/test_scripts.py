@@ -84,6 +84,8 @@ def test_interpolated_weights_are_exact_at_the_ends_and_refuse_other_configs():
     half = interpolate(a, b, 0.5).state_dict()
     name = next(k for k, v in sa.items() if v.is_floating_point() and not torch.equal(v, sb[k]))
     torch.testing.assert_close(half[name], (sa[name] + sb[name]) / 2)
+    both = interpolate(a, interpolate(a, b, 0.5), 2.0).state_dict()  # extrapolation: A + 2 (B - A)
+    torch.testing.assert_close(both[name], sb[name])
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():  # a working model, not only a state dict
         assert torch.isfinite(interpolate(a, b, 0.5)(x)).all()
