@@ -30,7 +30,6 @@ from baryir.model.rewrites import apply_rewrites
 
 from .scheme import Int8Scheme, require_nncf
 
-KIND = QUANTIZED_KIND
 NNCF_KEY = "baryir.nncf_config"
 SCHEME_KEY = "baryir.int8_scheme"
 #: Shipped INT8 versions of shipped models: ``baryir/weights/int8/<name>.safetensors``.
@@ -51,7 +50,7 @@ def save_quantized(
     }
     for key, value in (metadata or {}).items():
         meta[f"baryir.{key}"] = value if isinstance(value, str) else json.dumps(value)
-    return save_tensors(model.state_dict(), path, KIND, meta)
+    return save_tensors(model.state_dict(), path, QUANTIZED_KIND, meta)
 
 
 def is_quantized(path: str | Path) -> bool:
@@ -62,7 +61,7 @@ def is_quantized(path: str | Path) -> bool:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        return (f.metadata() or {}).get(FORMAT_KEY) == KIND
+        return (f.metadata() or {}).get(FORMAT_KEY) == QUANTIZED_KIND
 
 
 def resolve_quantized(name_or_path: str | Path) -> Path:

@@ -350,10 +350,16 @@ def test_int8_models_carry_no_readout_and_say_so(float_path, ptq, tmp_path):
     its probabilities); a readout stored in an INT8 file by an earlier version is not used; the
     INT8 artifacts have no degradation output, and analyze names the fix."""
     from baryir.analysis import fit_readout, latent_features
-    from baryir.checkpoints import FORMAT_KEY, load_model, read_safetensors, save_tensors, with_readout
+    from baryir.checkpoints import (
+        FORMAT_KEY,
+        QUANTIZED_KIND,
+        load_model,
+        read_safetensors,
+        save_tensors,
+        with_readout,
+    )
     from baryir.formats import INT8_HAS_NO_READOUT
     from baryir.model.readout import pooled_statistics, weights_digest
-    from baryir.quantize.checkpoint import KIND
     from baryir.runtimes import load_runner
 
     path, photos = ptq
@@ -374,7 +380,7 @@ def test_int8_models_carry_no_readout_and_say_so(float_path, ptq, tmp_path):
     file_meta = {k: v for k, v in read_safetensors(path)[1].items() if k != FORMAT_KEY}
     tensors, meta = with_readout(stored, stored.state_dict(), file_meta, path)
     assert any(k.startswith("readout.") for k in tensors)
-    old = save_tensors(tensors, tmp_path / "old-int8.safetensors", KIND, meta)
+    old = save_tensors(tensors, tmp_path / "old-int8.safetensors", QUANTIZED_KIND, meta)
     assert load_quantized(old).readout is None
     x = torch.rand(1, 3, 48, 64)
     with torch.no_grad():
