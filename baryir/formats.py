@@ -94,7 +94,7 @@ class Format:
     def rewrites(self, common: tuple[str, ...]) -> tuple[str, ...]:
         """The rewrites of this format's float export on top of ``common`` (none when ``common``
         is empty: the training graph as it is)."""
-        return (*common, *self.float_rewrites) if common else ()
+        return (*common, *(r for r in self.float_rewrites if r not in common)) if common else ()
 
     def cannot_run_here(self) -> str | None:
         """Why this platform cannot run the format's runtime (conversion may still work), or None."""
@@ -119,7 +119,7 @@ FORMATS: dict[str, Format] = {
             "ONNX (opset 17), dynamic batch/height/width; fp16 keeps the sensitive reductions in fp32",
             "baryir.export.onnx_export:export_artifact",
             "baryir.runtimes.backends.onnxruntime_runner:OnnxRuntimeRunner",
-            float_rewrites=("conv_mean_norms",),
+            float_rewrites=("conv_mean_norms", "conv_pixel_shuffles"),
         ),
         Format(
             "tensorrt",

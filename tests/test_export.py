@@ -97,12 +97,17 @@ def test_onnx_graph_contract_and_validation(exported):
     # the deployment graph has no channel split: one (1x1, depthwise) pair per chunk instead;
     # what Slices remain cut shape vectors (for reshapes), never activations
     # ONNX Runtime's and OpenVINO's float exports also take their LayerNorms' channel means as
-    # 1x1 convolutions (measured on both; TensorRT's ONNX, unmeasured here, keeps the reductions)
-    assert manifest["rewrites"] == ["split_channel_chunks", "conv_mean_norms"]
-    assert json.loads((out / "openvino-fp32" / "manifest.json").read_text())["rewrites"] == manifest["rewrites"]
+    # 1x1 convolutions (measured on both; TensorRT's ONNX, unmeasured here, keeps the reductions);
+    # ONNX Runtime's takes the pixel-(un)shuffles as one-hot convolutions (measured on it only)
+    assert manifest["rewrites"] == ["split_channel_chunks", "conv_mean_norms", "conv_pixel_shuffles"]
+    ov_manifest = json.loads((out / "openvino-fp32" / "manifest.json").read_text())
+    assert ov_manifest["rewrites"] == ["split_channel_chunks", "conv_mean_norms"]
     assert not [n for n in model.graph.node if n.op_type == "ReduceMean" and _in_layernorm(n.name)]
+    ops = {n.op_type for n in model.graph.node}
+    assert "ConvTranspose" in ops and "DepthToSpace" not in ops
     trt = onnx.load(str(out / "tensorrt-fp32" / "model.onnx"))
     assert any(n.op_type == "ReduceMean" and _in_layernorm(n.name) for n in trt.graph.node)
+    assert "DepthToSpace" in {n.op_type for n in trt.graph.node}
     producer = {out: n.op_type for n in model.graph.node for out in n.output}
     assert "Split" not in {n.op_type for n in model.graph.node}
     assert {producer.get(n.input[0]) for n in model.graph.node if n.op_type == "Slice"} <= {"Shape"}
@@ -125,10 +130,12 @@ def test_rewrites_are_exact_and_leave_the_model_alone(config):
         for p in model.parameters():  # away from the initialisation's zeros and ones
             p.add_(0.05 * torch.randn_like(p))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    rewritten = apply_rewrites(model, ("split_channel_chunks", "conv_mean_norms"))
+    rewritten = apply_rewrites(model, ("split_channel_chunks", "conv_mean_norms", "conv_pixel_shuffles"))
     x = torch.rand(2, 3, 40, 56)
     with torch.no_grad():
         reference, output = model(x), rewritten(x)
+        # moving pixels by one-hot convolutions is bit for bit the shuffle
+        assert torch.equal(apply_rewrites(model, ("conv_pixel_shuffles",))(x), reference)
         half = rewritten.half()(x.half()) if config == "nano" else None  # statistics stay float32
     assert (reference - output).abs().max() < 1e-5
     if half is not None:
@@ -136,8 +143,9 @@ def test_rewrites_are_exact_and_leave_the_model_alone(config):
     assert sum(p.numel() for p in rewritten.parameters()) == sum(p.numel() for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the original is untouched
     names = {type(m).__name__ for m in rewritten.modules()}
-    assert {"SplitFeedForward", "SplitAttention", "ConvMeanLayerNorm"} <= names
-    assert not {"FeedForward", "Attention", "WithBiasLayerNorm"} & names
+    expected = {"SplitFeedForward", "SplitAttention", "ConvMeanLayerNorm", "ConvPixelShuffle", "ConvPixelUnshuffle"}
+    assert expected <= names
+    assert not {"FeedForward", "Attention", "WithBiasLayerNorm", "PixelShuffle", "PixelUnshuffle"} & names
 
 
 @pytest.mark.slow

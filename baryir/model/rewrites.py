@@ -11,6 +11,13 @@ convolution followed by a depthwise 3x3 along channels. Both convolutions comput
 channel on its own, so one (1x1, depthwise) pair per chunk, with the weights sliced, gives the
 same chunks with no split: OpenVINO runs a channel split at widths that are not a multiple of
 its block size with a reference kernel, and ONNX exports it as shape arithmetic and Slices.
+
+``conv_mean_norms``: the channel LayerNorm's two means as 1x1 convolutions with weights 1/C.
+
+``conv_pixel_shuffles``: the pixel-unshuffle of each downsampling and the pixel-shuffle of each
+upsampling as stride-2 grouped (transposed) convolutions with one-hot 2x2 weights. Each output is
+one input times 1 plus zeros, so the result is bit for bit the same; the runtimes keep their
+convolution layouts instead of a 6-D Transpose or a DepthToSpace with layout changes around it.
 """
 
 from __future__ import annotations
@@ -24,7 +31,16 @@ from torch import nn
 from baryir.formats import DEPLOYMENT_REWRITES
 
 from .barynet import BaryNet
-from .blocks import LN_EPS, Attention, FeedForward, WithBiasLayerNorm, as_float32, l2_normalize_hw_fp32
+from .blocks import (
+    LN_EPS,
+    Attention,
+    Downsample,
+    FeedForward,
+    Upsample,
+    WithBiasLayerNorm,
+    as_float32,
+    l2_normalize_hw_fp32,
+)
 
 
 def _slice_conv(conv: nn.Conv2d, start: int, stop: int) -> nn.Conv2d:
@@ -132,14 +148,64 @@ def conv_mean_norms(model: BaryNet) -> BaryNet:
     return rewritten
 
 
+def _one_hot_shuffle_weight(channels: int) -> torch.Tensor:
+    """(4C, 1, 2, 2) weights moving sub-pixel (i, j) of channel c to channel 4c + 2i + j (and back)."""
+    return torch.eye(4).reshape(4, 1, 2, 2).repeat(channels, 1, 1, 1)
+
+
+class ConvPixelUnshuffle(nn.Module):
+    """``PixelUnshuffle(2)`` as a stride-2 grouped convolution with one-hot weights (each output
+    is one input times 1 plus zeros: exact), so no 6-D Reshape and Transpose."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.register_buffer("weight", _one_hot_shuffle_weight(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight.to(x.dtype), stride=2, groups=self.channels)
+
+
+class ConvPixelShuffle(nn.Module):
+    """``PixelShuffle(2)`` as a stride-2 grouped transposed convolution with one-hot weights (exact)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.register_buffer("weight", _one_hot_shuffle_weight(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(x, self.weight.to(x.dtype), stride=2, groups=self.channels)
+
+
+def conv_pixel_shuffles(model: BaryNet) -> BaryNet:
+    """A copy of ``model`` (eval mode) with every pixel-(un)shuffle of the down- and upsamplings as
+    a one-hot (transposed) convolution: no 6-D Reshape and Transpose, no DepthToSpace."""
+    rewritten = copy.deepcopy(model).eval()
+    for module in list(rewritten.modules()):
+        if isinstance(module, Downsample):
+            module.body[1] = ConvPixelUnshuffle(module.body[0].out_channels)
+        elif isinstance(module, Upsample):
+            module.body[1] = ConvPixelShuffle(module.body[0].out_channels // 4)
+    return rewritten
+
+
 #: Every rewrite by name (manifests and quantized checkpoints record the names of those applied).
 REWRITES = {
     "split_channel_chunks": split_channel_chunks,
     "conv_mean_norms": conv_mean_norms,
+    "conv_pixel_shuffles": conv_pixel_shuffles,
 }
 
 
-__all__ = ["DEPLOYMENT_REWRITES", "REWRITES", "apply_rewrites", "conv_mean_norms", "split_channel_chunks"]
+__all__ = [
+    "DEPLOYMENT_REWRITES",
+    "REWRITES",
+    "apply_rewrites",
+    "conv_mean_norms",
+    "conv_pixel_shuffles",
+    "split_channel_chunks",
+]
 
 
 def apply_rewrites(model: BaryNet, names: tuple[str, ...] | list[str]) -> BaryNet:
