@@ -147,6 +147,14 @@ def test_switches_named_like_output_files_are_not_taken_for_paths(files, capsys)
     assert not json.loads(capsys.readouterr().out)["readout"]["fitted"]
     assert main(["info", "default"]) == 0
     assert "readout     enc2+enc3: mean, std, dx, dy" in capsys.readouterr().out
+    # MODEL or --model, as every other command takes it; the shipped default when left out
+    for argv in (["info", "--model", str(model), "--json"], ["info", str(model), "--model", str(model), "--json"]):
+        assert main(argv) == 0
+        assert json.loads(capsys.readouterr().out)["model"] == str(model)
+    assert main(["info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "default"
+    assert main(["info", "nano", "--model", str(model)]) == 2
+    assert "two models given" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

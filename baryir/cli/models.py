@@ -15,6 +15,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     from ..model import CONFIGS
     from ..model.complexity import count_gmacs, count_parameters, cpu_latency_ms
 
+    if args.model and args.model_option and args.model != args.model_option:
+        raise ValueError(f"two models given ({args.model} and --model {args.model_option}); give one")
+    args.model = args.model or args.model_option or "default"
     is_config = args.model in CONFIGS or args.model.endswith(".json")
     model = build_model(args.model) if is_config else load_model(args.model)
     h, w = args.size
@@ -159,9 +162,11 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
         help="config, parameter count and GMACs of a model",
         description="Show a model's config, parameters and GMACs. MODEL is a config name "
         "(paper, small, mobile, nano), a config JSON file (see train --config), a shipped name "
-        "(default) or a model file.",
+        "(default) or a model file; given as MODEL or --model like every other command's, "
+        "the shipped default when left out.",
     )
-    p.add_argument("model", metavar="MODEL")
+    p.add_argument("model", metavar="MODEL", nargs="?", help="the model (default: the shipped default)")
+    p.add_argument("--model", dest="model_option", metavar="MODEL", help="the same, as the other commands take it")
     p.add_argument(
         "--size",
         type=lambda text: size(text, 8),
