@@ -143,8 +143,7 @@ def test_rewrites_are_exact_and_leave_the_model_alone(config):
     assert sum(p.numel() for p in rewritten.parameters()) == sum(p.numel() for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the original is untouched
     names = {type(m).__name__ for m in rewritten.modules()}
-    expected = {"SplitFeedForward", "SplitAttention", "ConvMeanLayerNorm", "ConvPixelShuffle", "ConvPixelUnshuffle"}
-    assert expected <= names
+    assert {"SplitFeedForward", "SplitAttention", "ConvMeanLayerNorm", "ConvPixelShuffle"} <= names
     assert not {"FeedForward", "Attention", "WithBiasLayerNorm", "PixelShuffle", "PixelUnshuffle"} & names
 
 

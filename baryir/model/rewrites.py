@@ -153,29 +153,19 @@ def _one_hot_shuffle_weight(channels: int) -> torch.Tensor:
     return torch.eye(4).reshape(4, 1, 2, 2).repeat(channels, 1, 1, 1)
 
 
-class ConvPixelUnshuffle(nn.Module):
-    """``PixelUnshuffle(2)`` as a stride-2 grouped convolution with one-hot weights (each output
-    is one input times 1 plus zeros: exact), so no 6-D Reshape and Transpose."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.channels = channels
-        self.register_buffer("weight", _one_hot_shuffle_weight(channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight.to(x.dtype), stride=2, groups=self.channels)
-
-
 class ConvPixelShuffle(nn.Module):
-    """``PixelShuffle(2)`` as a stride-2 grouped transposed convolution with one-hot weights (exact)."""
+    """``PixelShuffle(2)`` (or, with ``unshuffle``, ``PixelUnshuffle(2)``) of ``channels`` output
+    (input) channels as a stride-2 grouped transposed (plain) convolution with one-hot weights:
+    each output is one input times 1 plus zeros, so the result is exact."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, unshuffle: bool) -> None:
         super().__init__()
-        self.channels = channels
+        self.channels, self.unshuffle = channels, unshuffle
         self.register_buffer("weight", _one_hot_shuffle_weight(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv_transpose2d(x, self.weight.to(x.dtype), stride=2, groups=self.channels)
+        conv = F.conv2d if self.unshuffle else F.conv_transpose2d
+        return conv(x, self.weight.to(x.dtype), stride=2, groups=self.channels)
 
 
 def conv_pixel_shuffles(model: BaryNet) -> BaryNet:
@@ -184,9 +174,9 @@ def conv_pixel_shuffles(model: BaryNet) -> BaryNet:
     rewritten = copy.deepcopy(model).eval()
     for module in list(rewritten.modules()):
         if isinstance(module, Downsample):
-            module.body[1] = ConvPixelUnshuffle(module.body[0].out_channels)
+            module.body[1] = ConvPixelShuffle(module.body[0].out_channels, unshuffle=True)
         elif isinstance(module, Upsample):
-            module.body[1] = ConvPixelShuffle(module.body[0].out_channels // 4)
+            module.body[1] = ConvPixelShuffle(module.body[0].out_channels // 4, unshuffle=False)
     return rewritten
 
 
