@@ -86,7 +86,9 @@ def _finish(ctx: ExportContext, precision: str, path: Path) -> int:
     graph = onnx.load(str(path))
     if precision == "int8":
         graph = fold_weight_quantizers(graph)
-    graph = onnxslim.slim(graph)
+    # ONNX's shape inference (C++) gives onnxslim the types it needs; its own symbolic one (Python)
+    # was ~70 % of an export and finds the same graph (node for node, on fp32, fp16 and int8)
+    graph = onnxslim.slim(onnx.shape_inference.infer_shapes(graph, data_prop=True), no_shape_infer=True)
     graph = onnx.shape_inference.infer_shapes(graph, strict_mode=True)
     onnx.checker.check_model(graph, full_check=True)
     meta = {
