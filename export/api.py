@@ -109,7 +109,7 @@ def export_model(
             failures = check_tolerance(precision, facts.get("validation", []) + facts.get("onnx_validation", []))
             if failures:
                 raise ExportValidationError(f"{fmt.name} {precision} missed its tolerance: {failures}")
-            facts["golden"] = write_golden(tmp, ctx.model)
+            facts["golden"] = write_golden(tmp, ctx)
             facts["export_seconds"] = round(time.perf_counter() - start, 1)
             facts["artifact_bytes"] = artifact_bytes(tmp)
             write_manifest(tmp, ctx, fmt.name, precision, fmt.artifact, **facts)

@@ -54,6 +54,16 @@ class ExportContext:
     options: dict = field(default_factory=dict)
     #: exact rewrites applied to a float model's graph (an INT8 model carries its own)
     rewrites: tuple[str, ...] = DEPLOYMENT_REWRITES
+    #: work the artifacts of one export share (PyTorch references, traced graphs); a context
+    #: copied with ``dataclasses.replace`` shares it, so keys name everything they depend on
+    shared: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def reference(self, image: torch.Tensor, key: tuple) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:func:`reference_outputs` of ``self.model`` on ``image``, computed once per ``key``
+        (a name for the image) however many artifacts are checked against it."""
+        if ("reference", *key) not in self.shared:
+            self.shared[("reference", *key)] = reference_outputs(self.model, image)
+        return self.shared[("reference", *key)]
 
 
 def golden_input() -> torch.Tensor:
@@ -89,11 +99,11 @@ def atomic_artifact(folder: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_golden(folder: Path, model: BaryNet, image: torch.Tensor | None = None) -> dict:
+def write_golden(folder: Path, ctx: ExportContext) -> dict:
     """Save ``golden.npz`` (input and the PyTorch FP32 outputs: the restored image, and the
     degradation probabilities where the model has a readout) for on-device validation."""
-    image = golden_input() if image is None else image
-    restored, degradation = reference_outputs(model, image)
+    image = golden_input()
+    restored, degradation = ctx.reference(image, ("golden",))
     arrays = {"input": image.numpy(), "output": restored.numpy()}
     if degradation is not None:
         arrays["degradation"] = degradation.numpy()
@@ -157,7 +167,7 @@ def validate_runner(
     rows = []
     for h, w in sizes:
         image = validation_image(h, w)
-        restored, degradation = reference_outputs(ctx.model, image)
+        restored, degradation = ctx.reference(image, ("validation", h, w))
         row = {"size": [h, w], **compare(runner.run(image.numpy()), restored.numpy())}
         if degradation is not None:
             row.update(compare_degradation(runner.run_degradation(image.numpy()), degradation.numpy()))

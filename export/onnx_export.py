@@ -46,6 +46,18 @@ def export_onnx(ctx: ExportContext, precision: str, path: Path, analysis: Path |
         raise ValueError(f"ONNX precision must be one of {sorted(_DTYPES)}, not {precision!r}")
     # an INT8 model was rewritten before it was quantized (its quantizers sit on that graph)
     rewrites = () if precision == "int8" else ctx.rewrites
+    # the formats of one export that run the same graph (ONNX, TensorRT's ONNX, OpenVINO INT8's
+    # Q/DQ source) trace it once: the same model, precision and rewrites give the same file
+    key = ("onnx", precision, rewrites)
+    cached = ctx.shared.get((*key, True)) or (ctx.shared.get((*key, False)) if analysis is None else None)
+    if cached:
+        (graph, analysis_graph), facts = cached
+        path.write_bytes(graph)
+        if analysis is not None and analysis_graph is not None:
+            analysis.write_bytes(analysis_graph)
+        else:
+            facts = {k: v for k, v in facts.items() if not k.startswith("analysis_")}
+        return dict(facts)
     wrapper = DeploymentModel(ctx.model, compute_dtype=_DTYPES[precision], rewrites=rewrites)
     # Q/DQ export mode on the quantizers of the module traced: a rewrite or a cast works on a copy,
     # whose quantizers are its own (set on ctx.model, a copy traced NNCF's FakeQuantize op instead)
@@ -61,6 +73,8 @@ def export_onnx(ctx: ExportContext, precision: str, path: Path, analysis: Path |
     if analysis is not None and wrapper.analyzes:
         facts["analysis_artifact"] = analysis.name
         facts["analysis_nodes"] = _finish(ctx, precision, analysis)
+    graphs = (path.read_bytes(), analysis.read_bytes() if "analysis_artifact" in facts else None)
+    ctx.shared[(*key, analysis is not None)] = graphs, dict(facts)
     return facts
 
 

@@ -75,8 +75,3 @@ def reference_outputs(model: BaryNet, image: torch.Tensor) -> tuple[torch.Tensor
     """The PyTorch FP32 outputs every artifact is validated against: (restored, degradation or None)."""
     out = DeploymentModel(model)(image.float())
     return (out[0], out[1]) if isinstance(out, tuple) else (out, None)
-
-
-def reference_output(model: BaryNet, image: torch.Tensor) -> torch.Tensor:
-    """The PyTorch FP32 restored image every artifact is validated against."""
-    return reference_outputs(model, image)[0]

@@ -146,6 +146,8 @@ def test_int8_onnx_is_symmetric_and_runtimes_agree(int8_exports):
         outs[backend] = runner.run(image)
     assert _psnr(outs["onnxruntime"], outs["openvino"]) >= 35
     assert results[1]["weight_levels"] == [-64, 63]  # OpenVINO (CPU) INT8: 7-bit weights, right without VNNI
+    # TensorRT builds its engine from the very graph ONNX Runtime was checked on (traced once)
+    assert (tmp_path / "tensorrt-int8" / "model.onnx").read_bytes() == onnx_path.read_bytes()
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="oneDNN's x86 int8 kernels only")
