@@ -276,7 +276,9 @@ def test_fold_weight_quantizers_matches_quantize_linear():
     np.testing.assert_array_equal(got, expected)
 
 
-_COREML_SHAPES = ((64, 64), (96, 128))
+#: one size: compression does not depend on the input shape, and a fixed shape converts in a
+#: fraction of the time (coremltools infers every reshape symbolically for flexible ones)
+_COREML_SHAPES = ((64, 64),)
 
 
 @pytest.fixture(scope="module")
