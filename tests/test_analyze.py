@@ -289,10 +289,10 @@ def test_tensorrt_and_coreml_graphs_carry_the_degradation_output(analysing_model
     from baryir.export.coreml_export import spec_summary
     from baryir.export.tensorrt_export import check_onnx_for_tensorrt
 
-    results = {
+    results = {  # one size: the outputs do not depend on it, and a fixed shape converts fast
         r["format"]: r
         for r in export_model(
-            analysing_model, "tensorrt,coreml", "fp16", tmp_path, shapes=((64, 64), (96, 128)), coreml_io="image"
+            analysing_model, "tensorrt,coreml", "fp16", tmp_path, shapes=((64, 64),), coreml_io="image"
         )
     }
     onnx_path = tmp_path / "tensorrt-fp16" / "model.onnx"
