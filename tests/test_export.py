@@ -17,7 +17,7 @@ import torch
 from baryir import save_model
 from baryir.cpu import bf16_native
 from baryir.export.api import export_model
-from baryir.export.common import atomic_artifact
+from baryir.export.common import ExportContext, atomic_artifact, validation_image
 from baryir.export.tensorrt_export import (
     Profile,
     check_onnx_for_tensorrt,
@@ -47,6 +47,25 @@ def exported(nano_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     results = export_model(nano_path, "onnx,openvino,tensorrt", "fp32,fp16", out, shapes=((64, 64), (96, 128)))
     return out, {(r["format"], r["precision"]): r for r in results}
+
+
+def test_one_export_computes_each_pytorch_reference_once():
+    """Every artifact of one export is checked against the same PyTorch outputs: computed once per
+    image, shared by the contexts the formats copy, and never served for another image."""
+    import dataclasses
+
+    from baryir import build_model
+
+    torch.manual_seed(0)
+    model = build_model("nano").eval()
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    ctx = ExportContext(model, "nano", "0" * 64)
+    first = ctx.reference(validation_image(64, 96))
+    again = dataclasses.replace(ctx, rewrites=()).reference(validation_image(64, 96))
+    assert len(calls) == 1 and again[0] is first[0]
+    other = ctx.reference(validation_image(64, 96).flip(-1))
+    assert len(calls) == 2 and not torch.equal(other[0], first[0])
 
 
 def test_format_table_refuses_bad_requests_before_work():
