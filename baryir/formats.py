@@ -88,6 +88,10 @@ class Format:
     #: exact rewrites this format's float exports add to DEPLOYMENT_REWRITES: measured to pay on its
     #: runtime and to cost on another's (docs/benchmarks.md), so not applied to every export
     float_rewrites: tuple[str, ...] = ()
+    #: exact rewrites this format's INT8 exports apply to the quantized model on top of those it
+    #: was quantized with: only the float computation between its quantizers changes (measured to
+    #: pay on this runtime and to cost on others', docs/benchmarks.md)
+    int8_rewrites: tuple[str, ...] = ()
     also_runs: tuple[str, ...] = ()  # other formats whose artifacts this format's runtime runs as they are
     compare_options: dict[str, Any] = field(default_factory=dict)  # export options of artifacts parity/bench compare
 
@@ -162,6 +166,7 @@ FORMATS: dict[str, Format] = {
             "baryir.runtimes.backends.openvino_runner:OpenVINORunner",
             precision_at_runtime=True,
             float_rewrites=("conv_mean_norms",),
+            int8_rewrites=("token_attention",),
             also_runs=("onnx",),
         ),
     )

@@ -97,8 +97,8 @@ def export_model(
         contexts["int8"] = ExportContext(load_quantized(qpath), str(qpath), file_sha256(qpath), tuple(shapes), options)
     results = []
     for fmt, precision in jobs:
-        if precision == "int8":  # quantized on the rewrites its checkpoint records
-            ctx = contexts["int8"]
+        if precision == "int8":  # quantized on the rewrites its checkpoint records, then the format's own
+            ctx = dataclasses.replace(contexts["int8"], rewrites=fmt.int8_rewrites)
         else:  # the common rewrites, then the format's own
             ctx = dataclasses.replace(contexts["float"], rewrites=fmt.rewrites(contexts["float"].rewrites))
         folder = Path(out_dir) / f"{fmt.name}-{precision}"

@@ -53,7 +53,8 @@ class ExportContext:
     source_sha256: str
     shapes: tuple[tuple[int, int], ...] = DEFAULT_SHAPES
     options: dict = field(default_factory=dict)
-    #: exact rewrites applied to a float model's graph (an INT8 model carries its own)
+    #: exact rewrites applied to the model's graph (those an INT8 model was quantized with are
+    #: applied already and skipped)
     rewrites: tuple[str, ...] = DEPLOYMENT_REWRITES
     #: work the artifacts of one export share (PyTorch references, traced graphs); a context
     #: copied with ``dataclasses.replace`` shares it, so keys name everything they depend on

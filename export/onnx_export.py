@@ -44,8 +44,9 @@ def export_onnx(ctx: ExportContext, precision: str, path: Path, analysis: Path |
     _require()
     if precision not in _DTYPES:
         raise ValueError(f"ONNX precision must be one of {sorted(_DTYPES)}, not {precision!r}")
-    # an INT8 model was rewritten before it was quantized (its quantizers sit on that graph)
-    rewrites = () if precision == "int8" else ctx.rewrites
+    # an INT8 model was rewritten before it was quantized (its quantizers sit on that graph);
+    # what it was not rewritten with yet is applied here
+    rewrites = tuple(r for r in ctx.rewrites if r not in ctx.model.rewrites)
     # the formats of one export that run the same graph (ONNX, TensorRT's ONNX, OpenVINO INT8's
     # Q/DQ source) trace it once: the same model, precision and rewrites give the same file
     key = ("onnx", precision, rewrites)

@@ -42,7 +42,7 @@ def export_openvino(ctx: ExportContext, precision: str, path: Path) -> dict:
     if precision not in ("fp32", "fp16", "int8"):
         raise ValueError(f"OpenVINO precision must be fp32, fp16 or int8, not {precision!r}")
     if precision == "int8":
-        model, halved = _int8_from_qdq(ctx, ov)
+        model, halved, rewrites = _int8_from_qdq(ctx, ov)
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -59,18 +59,18 @@ def export_openvino(ctx: ExportContext, precision: str, path: Path) -> dict:
     if precision == "int8":
         low, high = CPU_WEIGHT_LEVELS
         weights = f"int8 weights in [{low}, {high}] ({halved} tensors; right without VNNI), FakeQuantize from Q/DQ"
-        return {"weights": weights, "weight_levels": [low, high], "rewrites": list(ctx.model.rewrites)}
+        return {"weights": weights, "weight_levels": [low, high], "rewrites": rewrites}
     return {"weights": {"fp32": "float32", "fp16": "float16"}[precision], "rewrites": list(ctx.rewrites)}
 
 
-def _int8_from_qdq(ctx: ExportContext, ov) -> tuple[object, int]:
+def _int8_from_qdq(ctx: ExportContext, ov) -> tuple[object, int, list[str]]:
     """The INT8 IR from the model's Q/DQ ONNX (so ONNX and OpenVINO share one set of int8
-    weights), its weights requantized to 7 bits; returns (model, tensors requantized)."""
+    weights), its weights requantized to 7 bits; returns (model, tensors requantized, rewrites)."""
     import onnx
 
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "model-qdq.onnx"
-        export_onnx(ctx, "int8", source)
+        rewrites = export_onnx(ctx, "int8", source)["rewrites"]
         graph = onnx.load(str(source))
         halved = halve_weight_range(graph)
         wrong = weights_not_7bit(graph)
@@ -81,7 +81,7 @@ def _int8_from_qdq(ctx: ExportContext, ov) -> tuple[object, int]:
                 f"to 7 bits: {what}); this is an export bug, please report it"
             )
         onnx.save(graph, str(source))
-        return ov.convert_model(str(source)), halved
+        return ov.convert_model(str(source)), halved, rewrites
 
 
 def validate_openvino(ctx: ExportContext, precision: str, path: Path, large: bool = False) -> list[dict]:

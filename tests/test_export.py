@@ -150,7 +150,8 @@ def test_rewrites_are_exact_and_leave_the_model_alone(config):
         for p in model.parameters():  # away from the initialisation's zeros and ones
             p.add_(0.05 * torch.randn_like(p))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    rewritten = apply_rewrites(model, ("split_channel_chunks", "conv_mean_norms", "conv_pixel_shuffles"))
+    all_rewrites = ("split_channel_chunks", "conv_mean_norms", "conv_pixel_shuffles", "token_attention")
+    rewritten = apply_rewrites(model, all_rewrites)
     x = torch.rand(2, 3, 40, 56)
     with torch.no_grad():
         reference, output = model(x), rewritten(x)
@@ -163,8 +164,13 @@ def test_rewrites_are_exact_and_leave_the_model_alone(config):
     assert sum(p.numel() for p in rewritten.parameters()) == sum(p.numel() for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the original is untouched
     names = {type(m).__name__ for m in rewritten.modules()}
-    assert {"SplitFeedForward", "SplitAttention", "ConvMeanLayerNorm", "ConvPixelShuffle"} <= names
-    assert not {"FeedForward", "Attention", "WithBiasLayerNorm", "PixelShuffle", "PixelUnshuffle"} & names
+    assert {"SplitFeedForward", "TokenAttention", "ConvMeanLayerNorm", "ConvPixelShuffle"} <= names
+    assert not {"FeedForward", "Attention", "SplitAttention", "WithBiasLayerNorm", "PixelShuffle"} & names
+    assert rewritten.rewrites == all_rewrites
+    # several heads in one token map (the mask) at the lower levels, one head at full resolution
+    assert {m.num_heads for m in rewritten.modules() if type(m).__name__ == "TokenAttention"} >= {1, 2}
+    with pytest.raises(ValueError, match="apply split_channel_chunks first"):
+        apply_rewrites(model, ("token_attention",))
 
 
 @pytest.mark.slow

@@ -146,8 +146,36 @@ def test_int8_onnx_is_symmetric_and_runtimes_agree(int8_exports):
         outs[backend] = runner.run(image)
     assert _psnr(outs["onnxruntime"], outs["openvino"]) >= 35
     assert results[1]["weight_levels"] == [-64, 63]  # OpenVINO (CPU) INT8: 7-bit weights, right without VNNI
+    # OpenVINO's INT8 graph takes MDTA on tokens (it pays there only); the others keep the planar form
+    assert [r["rewrites"] for r in results[:2]] == [["split_channel_chunks"], ["split_channel_chunks", "token_attention"]]
     # TensorRT builds its engine from the very graph ONNX Runtime was checked on (traced once)
     assert (tmp_path / "tensorrt-int8" / "model.onnx").read_bytes() == onnx_path.read_bytes()
+
+
+def test_attention_on_tokens_keeps_every_quantizer_of_an_int8_model(ptq):
+    """``token_attention`` on a quantized model: every NNCF quantizer still runs (the one of
+    project_out's input is attached to the reshape_as the rewrite keeps), on the same values."""
+    from baryir.model.rewrites import apply_rewrites
+
+    model = load_quantized(ptq[0])
+    tokens = apply_rewrites(model, ("token_attention",))
+    x = validation_image(40, 56)
+
+    def quantized_inputs(m: torch.nn.Module) -> list[torch.Tensor]:
+        seen: list[torch.Tensor] = []
+        handles = [q.register_forward_pre_hook(lambda _, a: seen.append(a[0].flatten())) for _, q in quantizers(m)]
+        with torch.no_grad():
+            out = m(x)
+        for h in handles:
+            h.remove()
+        return [out[0] if isinstance(out, tuple) else out, *seen]
+
+    planar, on_tokens = quantized_inputs(model), quantized_inputs(tokens)
+    assert len(on_tokens) == len(planar) > 20
+    assert tokens.rewrites == (*model.rewrites, "token_attention")
+    # the same values reach each quantizer (in NHWC order before project_out: compared sorted)
+    for a, b in zip(planar, on_tokens):
+        assert a.shape == b.shape and torch.allclose(a.flatten().sort().values, b.flatten().sort().values, atol=1e-4)
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="oneDNN's x86 int8 kernels only")

@@ -18,11 +18,18 @@ its block size with a reference kernel, and ONNX exports it as shape arithmetic 
 upsampling as stride-2 grouped (transposed) convolutions with one-hot 2x2 weights. Each output is
 one input times 1 plus zeros, so the result is bit for bit the same; the runtimes keep their
 convolution layouts instead of a 6-D Transpose or a DepthToSpace with layout changes around it.
+
+``token_attention``: MDTA (after ``split_channel_chunks``) on (B, H*W, C) tokens instead of
+(B, heads, C/heads, H*W) planes, every head at once with a block-diagonal mask. OpenVINO runs an
+int8 convolution's output in NHWC; the planar form copies q, k and v to NCHW before the
+MatMuls, the token form reads them where they are. It changes only float computation between
+an INT8 model's quantizers, so OpenVINO's INT8 export applies it to the quantized model.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +39,7 @@ from baryir.formats import DEPLOYMENT_REWRITES
 
 from .barynet import BaryNet
 from .blocks import (
+    L2_EPS,
     LN_EPS,
     Attention,
     Downsample,
@@ -110,14 +118,67 @@ class SplitAttention(nn.Module):
 _SPLITS = {FeedForward: SplitFeedForward, Attention: SplitAttention}
 
 
-def split_channel_chunks(model: BaryNet) -> BaryNet:
-    """A copy of ``model`` (eval mode) with every GDFN and MDTA split rewritten away."""
+def _replaced(model: BaryNet, replacements: dict[type, Callable[[nn.Module], nn.Module]]) -> BaryNet:
+    """A copy of ``model`` (eval mode) with every module of a type in ``replacements`` replaced."""
     rewritten = copy.deepcopy(model).eval()
     for module in list(rewritten.modules()):
         for child_name, child in list(module.named_children()):
-            if type(child) in _SPLITS:
-                setattr(module, child_name, _SPLITS[type(child)](child))
+            if type(child) in replacements:
+                setattr(module, child_name, replacements[type(child)](child))
     return rewritten
+
+
+def split_channel_chunks(model: BaryNet) -> BaryNet:
+    """A copy of ``model`` (eval mode) with every GDFN and MDTA split rewritten away."""
+    return _replaced(model, _SPLITS)
+
+
+def _tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H*W, C). The flatten right after the permute is what lets OpenVINO
+    take an int8 convolution's NHWC output as these tokens without copying it."""
+    return x.permute(0, 2, 3, 1).flatten(1, 2)
+
+
+def _l2_normalized_tokens(x: torch.Tensor) -> torch.Tensor:
+    """``_tokens(x)`` L2-normalised over H x W, with :func:`l2_normalize_hw_fp32`'s float32 sums
+    (over W, then over H, taken on ``x`` itself)."""
+    xf = as_float32(x)
+    sum_sq = xf.square().sum(-1).sum(-1)
+    return (_tokens(xf) / sum_sq.clamp_min(L2_EPS**2).sqrt().unsqueeze(1)).to(x.dtype)
+
+
+class TokenAttention(nn.Module):
+    """:class:`SplitAttention` on (B, H*W, C) tokens: one C x C map for all heads, the pairs of
+    channels from different heads masked out before the softmax (exactly zero after it)."""
+
+    def __init__(self, attn: SplitAttention) -> None:
+        super().__init__()
+        self.num_heads, self.temperature = attn.num_heads, attn.temperature
+        self.q, self.k, self.v, self.project_out = attn.q, attn.k, attn.v, attn.project_out
+        channels = attn.project_out.in_channels
+        self.head_channels = channels // attn.num_heads
+        head = torch.arange(channels) // self.head_channels
+        mask = torch.where(head[:, None] == head[None, :], 0.0, float("-inf"))
+        self.register_buffer("head_mask", mask if attn.num_heads > 1 else None, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.v(x)
+        q, k = _l2_normalized_tokens(self.q(x)), _l2_normalized_tokens(self.k(x))
+        temperature = self.temperature.reshape(-1, 1).repeat_interleave(self.head_channels, 0)
+        attn = (q.transpose(1, 2) @ k) * temperature.to(q.dtype)
+        if self.head_mask is not None:
+            attn = attn + self.head_mask.to(attn.dtype)
+        out = _tokens(v) @ attn.softmax(dim=-1).transpose(1, 2)
+        # the last operation before project_out stays SplitAttention's reshape_as: NNCF attaches
+        # an INT8 model's quantizer of project_out's input to it by that name
+        return self.project_out(out.reshape_as(v.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+
+
+def token_attention(model: BaryNet) -> BaryNet:
+    """A copy of ``model`` (eval mode) with every split MDTA (after ``split_channel_chunks``) on tokens."""
+    if any(isinstance(m, Attention) for m in model.modules()):
+        raise ValueError("token_attention rewrites split attention: apply split_channel_chunks first")
+    return _replaced(model, {SplitAttention: TokenAttention})
 
 
 class ConvMeanLayerNorm(nn.Module):
@@ -140,12 +201,7 @@ class ConvMeanLayerNorm(nn.Module):
 
 def conv_mean_norms(model: BaryNet) -> BaryNet:
     """A copy of ``model`` (eval mode) with every channel LayerNorm's means as 1x1 convolutions."""
-    rewritten = copy.deepcopy(model).eval()
-    for module in list(rewritten.modules()):
-        for child_name, child in list(module.named_children()):
-            if type(child) is WithBiasLayerNorm:
-                setattr(module, child_name, ConvMeanLayerNorm(child))
-    return rewritten
+    return _replaced(model, {WithBiasLayerNorm: ConvMeanLayerNorm})
 
 
 def _one_hot_shuffle_weight(channels: int) -> torch.Tensor:
@@ -185,6 +241,7 @@ REWRITES = {
     "split_channel_chunks": split_channel_chunks,
     "conv_mean_norms": conv_mean_norms,
     "conv_pixel_shuffles": conv_pixel_shuffles,
+    "token_attention": token_attention,
 }
 
 
@@ -195,6 +252,7 @@ __all__ = [
     "conv_mean_norms",
     "conv_pixel_shuffles",
     "split_channel_chunks",
+    "token_attention",
 ]
 
 
