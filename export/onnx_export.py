@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from baryir.formats import DEGRADATION_NAME, INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE, needs_extra
+from baryir.model.rewrites import pending_rewrites
 from baryir.runtimes.backends.onnxruntime_runner import OnnxRuntimeRunner
 
 from .common import ExportContext, export_versions, validate_runner, validation_sizes
@@ -46,7 +47,7 @@ def export_onnx(ctx: ExportContext, precision: str, path: Path, analysis: Path |
         raise ValueError(f"ONNX precision must be one of {sorted(_DTYPES)}, not {precision!r}")
     # an INT8 model was rewritten before it was quantized (its quantizers sit on that graph);
     # what it was not rewritten with yet is applied here
-    rewrites = tuple(r for r in ctx.rewrites if r not in ctx.model.rewrites)
+    rewrites = pending_rewrites(ctx.model, ctx.rewrites)
     # the formats of one export that run the same graph (ONNX, TensorRT's ONNX, OpenVINO INT8's
     # Q/DQ source) trace it once: the same model, precision and rewrites give the same file
     key = ("onnx", precision, rewrites)

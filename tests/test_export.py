@@ -142,7 +142,7 @@ def _in_layernorm(node_name: str) -> bool:
 @pytest.mark.parametrize("config", ["nano", "mobile"])
 def test_rewrites_are_exact_and_leave_the_model_alone(config):
     from baryir import build_model
-    from baryir.model.rewrites import apply_rewrites
+    from baryir.model.rewrites import apply_rewrites, pending_rewrites
 
     torch.manual_seed(1)
     model = build_model(config).eval()
@@ -171,6 +171,12 @@ def test_rewrites_are_exact_and_leave_the_model_alone(config):
     assert {m.num_heads for m in rewritten.modules() if type(m).__name__ == "TokenAttention"} >= {1, 2}
     with pytest.raises(ValueError, match="apply split_channel_chunks first"):
         apply_rewrites(model, ("token_attention",))
+    # what an export applies on top of a model's own rewrites: an INT8 model quantized on the
+    # training graph (no split) keeps its attention; one quantized on the split graph takes tokens
+    split = apply_rewrites(model, ("split_channel_chunks",))
+    assert pending_rewrites(model, ("token_attention",)) == ()
+    assert pending_rewrites(split, ("split_channel_chunks", "token_attention")) == ("token_attention",)
+    assert pending_rewrites(model, all_rewrites) == all_rewrites
 
 
 @pytest.mark.slow

@@ -251,9 +251,26 @@ __all__ = [
     "apply_rewrites",
     "conv_mean_norms",
     "conv_pixel_shuffles",
+    "pending_rewrites",
     "split_channel_chunks",
     "token_attention",
 ]
+
+
+#: Rewrites that rewrite what another one made, by the one they need first.
+PREREQUISITES = {"token_attention": "split_channel_chunks"}
+
+
+def pending_rewrites(model: BaryNet, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Those of ``names`` that ``model`` has not been through, in order, less any whose
+    prerequisite it will not have (an INT8 model quantized on the training graph keeps its
+    unsplit attention, so it takes no ``token_attention``)."""
+    done, pending = list(model.rewrites), []
+    for name in names:
+        if name not in done and PREREQUISITES.get(name, name) in (*done, name):
+            done.append(name)
+            pending.append(name)
+    return tuple(pending)
 
 
 def apply_rewrites(model: BaryNet, names: tuple[str, ...] | list[str]) -> BaryNet:
