@@ -43,10 +43,11 @@ class RestoreResult:
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[Path, str]], list[str]]:
-    """(images to restore, (entry, why) skipped inside folders, folders and patterns that gave
+    """(images to restore, (entry, why) skipped, folders and patterns that gave
     no image): files, folders (their images, sorted; not searched below) and glob patterns, in
-    order, without duplicates. A folder's other entries are skipped and returned so the caller
-    can mention them (hidden ``.tmp`` leftovers of a write are ignored)."""
+    order, each file once. A folder's other entries, and a file named again (itself, or through a
+    link), are skipped and returned so the caller can mention them (hidden ``.tmp`` leftovers of
+    a write are ignored)."""
     found: list[Path] = []
     skipped: list[tuple[Path, str]] = []
     unmatched: list[str] = []
@@ -69,8 +70,11 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[Path, str]]
             found.append(path)
         if len(found) == before:
             unmatched.append(item)
-    seen: set[Path] = set()
-    return [p for p in found if not (p.resolve() in seen or seen.add(p.resolve()))], skipped, unmatched
+    first: dict[Path, Path] = {}
+    for p in found:
+        if first.setdefault(p.resolve(), p) is not p:
+            skipped.append((p, f"the same file as {first[p.resolve()]} (each file is read once)"))
+    return list(first.values()), skipped, unmatched
 
 
 def _stat(path: Path) -> os.stat_result | None:

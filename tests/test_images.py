@@ -235,6 +235,19 @@ atomic_write({str(target)!r}, slow)
     assert not target.exists() and len(list(tmp_path.iterdir())) == 1
 
 
+def test_a_file_named_twice_is_read_once_and_said_so(tmp_path):
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(photo)
+    (tmp_path / "link.png").symlink_to(photo)
+    paths, skipped, unmatched = expand_inputs([str(photo), str(tmp_path / "link.png"), str(tmp_path / "*.png")])
+    assert paths == [photo] and unmatched == []
+    assert [(p.name, why) for p, why in skipped] == [
+        ("link.png", f"the same file as {photo} (each file is read once)"),
+        ("link.png", f"the same file as {photo} (each file is read once)"),
+        ("photo.png", f"the same file as {photo} (each file is read once)"),
+    ]
+
+
 @pytest.mark.slow
 def test_ctrl_c_exits_130_without_a_traceback(model_path, tmp_path):
     for i in range(40):
