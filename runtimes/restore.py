@@ -72,8 +72,9 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[Path, str]]
             unmatched.append(item)
     first: dict[Path, Path] = {}
     for p in found:
-        if first.setdefault(p.resolve(), p) is not p:
-            skipped.append((p, f"the same file as {first[p.resolve()]} (each file is read once)"))
+        earlier = first.setdefault(p.resolve(), p)
+        if earlier is not p:
+            skipped.append((p, f"the same file as {earlier} (each file is read once)"))
     return list(first.values()), skipped, unmatched
 
 

@@ -165,7 +165,8 @@ def test_rewrites_are_exact_and_leave_the_model_alone(config):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the original is untouched
     names = {type(m).__name__ for m in rewritten.modules()}
     assert {"SplitFeedForward", "TokenAttention", "ConvMeanLayerNorm", "ConvPixelShuffle"} <= names
-    assert not {"FeedForward", "Attention", "SplitAttention", "WithBiasLayerNorm", "PixelShuffle"} & names
+    replaced = {"FeedForward", "Attention", "SplitAttention", "WithBiasLayerNorm", "PixelShuffle", "PixelUnshuffle"}
+    assert not replaced & names
     assert rewritten.rewrites == all_rewrites
     # several heads in one token map (the mask) at the lower levels, one head at full resolution
     assert {m.num_heads for m in rewritten.modules() if type(m).__name__ == "TokenAttention"} >= {1, 2}

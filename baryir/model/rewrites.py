@@ -267,7 +267,8 @@ def pending_rewrites(model: BaryNet, names: tuple[str, ...]) -> tuple[str, ...]:
     unsplit attention, so it takes no ``token_attention``)."""
     done, pending = list(model.rewrites), []
     for name in names:
-        if name not in done and PREREQUISITES.get(name, name) in (*done, name):
+        needs = PREREQUISITES.get(name)
+        if name not in done and (needs is None or needs in done):
             done.append(name)
             pending.append(name)
     return tuple(pending)
