@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -138,15 +137,6 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
     if str(name_or_path) in CONFIGS:
         hint += f"; for an untrained {name_or_path!r} model use baryir.build_model({str(name_or_path)!r})"
     raise FileNotFoundError(f"model {str(name_or_path)!r} is neither a file nor a shipped name ({hint})")
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file (used to tie exported artifacts to their checkpoint)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -93,6 +93,10 @@ class Format:
     #: pay on this runtime and to cost on others', docs/benchmarks.md)
     int8_rewrites: tuple[str, ...] = ()
     also_runs: tuple[str, ...] = ()  # other formats whose artifacts this format's runtime runs as they are
+    #: files of its export folder that the target device may build again (a TensorRT engine is
+    #: specific to one GPU and TensorRT version): left out of the manifest's digests, checked by
+    #: their output alone
+    built_on_device: tuple[str, ...] = ()
     compare_options: dict[str, Any] = field(default_factory=dict)  # export options of artifacts parity/bench compare
 
     def rewrites(self, common: tuple[str, ...]) -> tuple[str, ...]:
@@ -137,6 +141,7 @@ FORMATS: dict[str, Format] = {
             "baryir.export.tensorrt_export:export_artifact",
             "baryir.runtimes.backends.tensorrt_runner:TensorRTRunner",
             {"max_batch": 1},
+            built_on_device=("model.engine", "timing.cache"),
         ),
         Format(
             "coreml",

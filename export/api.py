@@ -14,9 +14,10 @@ import torch
 import baryir.formats as formats_table
 import baryir.model as model_code
 import baryir.quantize as quantize_code
-from baryir.checkpoints import file_sha256, load_model, resolve_model_path
+from baryir.checkpoints import load_model, resolve_model_path
 from baryir.formats import Format, artifact_bytes, export_options, parse_request
 from baryir.io.atomic import refuse_overwriting_inputs
+from baryir.io.digest import file_sha256
 from baryir.model.rewrites import DEPLOYMENT_REWRITES
 from baryir.quantize.checkpoint import load_quantized, resolve_quantized
 from baryir.runtimes.compare import check_tolerance

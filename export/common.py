@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from baryir.data.photos import EXAMPLES_DIR, read_rgb
-from baryir.formats import DEGRADATION_NAME, INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE
+from baryir.formats import DEGRADATION_NAME, FORMATS, INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE
 from baryir.io.atomic import fsync_path
+from baryir.io.digest import folder_digests
 from baryir.model import BaryNet
 from baryir.model.rewrites import DEPLOYMENT_REWRITES
 from baryir.runtimes.compare import TOLERANCES, compare, compare_degradation
@@ -134,6 +135,7 @@ def write_manifest(
         "source": {"checkpoint": ctx.source, "sha256": ctx.source_sha256},
         "libraries": libraries,
         "tolerance": TOLERANCES.get(precision, {}),
+        "files": folder_digests(folder, ("manifest.json", *FORMATS[fmt].built_on_device)),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **extra,
     }

@@ -7,10 +7,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from baryir.checkpoints import file_sha256, load_model, resolve_model_path
+from baryir.checkpoints import load_model, resolve_model_path
 from baryir.evaluate import EvalItem
 from baryir.formats import INT8_HAS_NO_READOUT
 from baryir.io.atomic import atomic_write, refuse_overwriting_inputs
+from baryir.io.digest import file_sha256
 from baryir.model.readout import weights_digest
 
 from .calibration import calibration_batches

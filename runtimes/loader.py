@@ -17,7 +17,7 @@ from baryir.formats import (
 from baryir.io.text import clip, one_line, read_json
 
 from .base import Runner
-from .verify import artifact_folder, artifact_inside, check_on_load
+from .verify import artifact_folder, artifact_inside, check_files, check_on_load
 
 
 def _resolve(artifact: str | Path) -> tuple[str, Path | str, dict]:
@@ -90,6 +90,8 @@ def load_runner(
         if not fits:
             raise ValueError(f"{artifact} was exported as {built}; re-export it for {precision}")
     folder = artifact_folder(path) if verify and found != "torch" else None  # refused before loading
+    if folder is not None:  # a damaged or changed file never reaches the runtime's parser
+        check_files(folder, read_json(folder / "manifest.json"))
     runner = _open(found, path, device, precision, manifest)
     classes = degradation_classes(manifest)
     if classes and DEGRADATION_NAME in getattr(runner, "output_names", ()):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from baryir.formats import BY_BACKEND, MAX_DEGRADATION_CLASSES
 from baryir.io.atomic import atomic_write
+from baryir.io.digest import file_sha256, folder_digests
 from baryir.io.text import clip, read_json
 
 from .base import Runner
@@ -111,6 +113,43 @@ def read_golden(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         raise ArtifactCheckError(f"{path}: not a readable golden file ({e}); re-export the artifact") from None
 
 
+#: The most files a manifest may list (an export writes a handful; a package folder a few more).
+MAX_RECORDED_FILES = 1000
+_SHA256 = re.compile("[0-9a-f]{64}")
+
+
+def check_files(folder: Path, manifest: object) -> None:
+    """Every file the export recorded in ``manifest.json`` (``files``: name -> SHA-256) is in
+    ``folder`` as it was written, before any runtime parses one: a damaged copy or an edited file
+    is refused even where its output would still pass. This guards against damage, not against
+    whoever can also rewrite the manifest (nothing is signed). Exports made before the digests
+    were recorded have no ``files`` and are checked by their output alone, as before."""
+    recorded = manifest.get("files") if isinstance(manifest, dict) else None
+    if recorded is None:
+        return
+    if (
+        not isinstance(recorded, dict)
+        or len(recorded) > MAX_RECORDED_FILES
+        or not all(isinstance(d, str) and _SHA256.fullmatch(d) for d in recorded.values())
+    ):
+        raise ArtifactCheckError(
+            f"{folder / 'manifest.json'}: its files are not up to {MAX_RECORDED_FILES} names with SHA-256 digests; "
+            "re-export the artifact"
+        )
+    for name, digest in recorded.items():
+        try:
+            path = artifact_inside(folder, name)
+        except ValueError as e:
+            raise ArtifactCheckError(str(e)) from None
+        if not path.is_file():
+            raise ArtifactCheckError(f"{path}: missing; its export wrote it, so copy the whole export folder again")
+        if file_sha256(path) != digest:
+            raise ArtifactCheckError(
+                f"{path}: not the file its export wrote (its SHA-256 differs from manifest.json: damaged or "
+                "changed since); copy the export folder again or re-export it"
+            )
+
+
 def verify_runner(runner: Runner, folder: str | Path) -> dict:
     """Run ``golden.npz``'s input through ``runner`` and compare with its output; one result row."""
     folder = Path(folder)
@@ -169,22 +208,13 @@ def _cache_file() -> Path:
     return Path(root) / "baryir" / "verified.json"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _cache_key(folder: Path, runner: Runner) -> str:
     """Artifact contents (SHA-256 of each file: a same-size swap with an old mtime is a new
     artifact), runtime, device, precision and CPU."""
-    files = sorted((str(p.relative_to(folder)), _sha256(p)) for p in folder.rglob("*") if p.is_file())
     info = runner.info
     facts = [
         str(folder.resolve()),
-        files,
+        sorted(folder_digests(folder).items()),
         info.backend,
         info.device,
         info.precision,

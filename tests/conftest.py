@@ -55,6 +55,20 @@ def fixtures() -> Path:
     return FIXTURES
 
 
+@pytest.fixture(scope="session")
+def restamp():
+    """Record an export folder's files in its manifest as an export would have: for tests of what
+    a check catches beyond the recorded digests (a wrong artifact whose files agree with them)."""
+    from baryir.io.digest import folder_digests
+
+    def record(folder: Path) -> None:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["files"] = folder_digests(folder, ("manifest.json",))
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+
+    return record
+
+
 @pytest.fixture()
 def nano_model():
     from baryir import build_model

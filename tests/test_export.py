@@ -236,6 +236,10 @@ def test_tensorrt_static_checks(exported):
     assert r["profile"]["min"] == (1, 64, 64) and r["profile"]["max"] == (1, 96, 128)
     script = (out / "tensorrt-fp32" / "build_engine.sh").read_text()
     assert "--stronglyTyped" in script and "--minShapes=image:1x3x64x64" in script
+    # the engine is built again on each device (one GPU, one TensorRT): its digest is not recorded
+    files = json.loads((out / "tensorrt-fp32" / "manifest.json").read_text())["files"]
+    assert {"model.onnx", "build_engine.sh", "golden.npz"} <= set(files)
+    assert not {"model.engine", "timing.cache", "manifest.json"} & set(files)
     if tensorrt_available() is not None:
         assert r["engine_built"] is False and "build_engine.sh" in r["reason"]
         # no TensorRT here: the manifest says so and keeps ONNX Runtime's numbers under their own name
@@ -325,6 +329,13 @@ def test_coreml_conversion_and_spec(nano_path, tmp_path):
     assert spec["author"] and json.loads(spec["metadata"]["baryir.config"])["dim"] == 8
     assert spec["metadata"]["baryir.precision"] == "fp16"
     assert results[0]["prediction_validated"] is False  # image I/O is checked by spec; prediction needs macOS
+    files = json.loads((tmp_path / "coreml-fp16" / "manifest.json").read_text())["files"]
+    package = sorted(
+        p.relative_to(tmp_path / "coreml-fp16").as_posix()
+        for p in (tmp_path / "coreml-fp16" / "model.mlpackage").rglob("*")
+        if p.is_file()
+    )
+    assert package and set(package) <= set(files)  # a package folder is recorded file by file
 
 
 def test_coreml_with_one_size_is_a_fixed_shape_model(nano_path, tmp_path):

@@ -347,8 +347,8 @@ def test_restore_refuses_decompression_bombs_before_decoding(model_path, tmp_pat
 @pytest.mark.slow
 def test_parity_cache_never_serves_another_checkpoints_export(model_path, tmp_path):
     from baryir import build_model
-    from baryir.checkpoints import file_sha256
     from baryir.comparison.parity import artifact_for
+    from baryir.io.digest import file_sha256
 
     torch.manual_seed(1)  # same architecture, other weights (a retrained model saved elsewhere)
     retrained = save_model(build_model("nano"), tmp_path / "retrained.safetensors")

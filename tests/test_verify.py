@@ -24,8 +24,9 @@ from baryir.runtimes.verify import ArtifactCheckError, check_on_load, likely_cau
 
 
 @pytest.fixture(scope="module")
-def onnx_artifacts(tmp_path_factory):
-    """A good ONNX FP32 export of the nano model and a copy whose weights were tampered with."""
+def onnx_artifacts(tmp_path_factory, restamp):
+    """A good ONNX FP32 export of the nano model and a copy whose weights were tampered with, its
+    manifest's digests recorded again (a wrong artifact that only its output gives away)."""
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("art")
     model = save_model(build_model("nano"), root / "nano.safetensors")
@@ -36,6 +37,7 @@ def onnx_artifacts(tmp_path_factory):
     weight = next(t for t in graph.graph.initializer if len(t.dims) == 4)
     weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.5, weight.name))
     onnx.save(graph, str(broken / "model.onnx"))
+    restamp(broken)
     return good, broken
 
 
@@ -111,8 +113,12 @@ def test_artifact_checks_cannot_be_talked_out_of(onnx_artifacts, tmp_path, monke
     (linked / "model.onnx").symlink_to(tmp_path / "other" / "model.onnx")
     with pytest.raises(ValueError, match="leads out of"):
         load_runner(linked)
-    # the pass is cached by content: a same-size swap with the old mtime is checked again
+    # the pass is cached by content: a same-size swap with the old mtime is checked again (an
+    # export that recorded no digests, made before they were, is checked by its output alone)
     swapped = _copy(good, tmp_path / "swapped")
+    old_export = json.loads((swapped / "manifest.json").read_text())
+    del old_export["files"]
+    (swapped / "manifest.json").write_text(json.dumps(old_export))
     assert load_runner(swapped).info.backend == "onnxruntime"
     stat = (swapped / "model.onnx").stat()
     shutil.copy(broken / "model.onnx", swapped / "model.onnx")
@@ -122,13 +128,71 @@ def test_artifact_checks_cannot_be_talked_out_of(onnx_artifacts, tmp_path, monke
         load_runner(swapped)
 
 
-def test_verify_bounds_its_golden_and_goes_on_after_a_bad_one(onnx_artifacts, tmp_path, capsys):
+def test_a_damaged_or_changed_file_is_refused_before_its_runtime_reads_it(
+    onnx_artifacts, tmp_path, monkeypatch, capsys
+):
+    """The manifest records every file's SHA-256: one changed bit in the weights, too small for
+    the output check to see, is refused, and so is a missing file or a graph its runtime would
+    refuse, with a one-line error naming the file, before the runtime parses anything."""
+    import json
+
+    from baryir.io.digest import folder_digests
+
+    good, _ = onnx_artifacts
+    manifest = json.loads((good / "manifest.json").read_text())
+    assert manifest["files"] == folder_digests(good, ("manifest.json",))
+    assert set(manifest["files"]) >= {"model.onnx", "golden.npz"}
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    damaged = _copy(good, tmp_path / "damaged")
+    graph = onnx.load(str(damaged / "model.onnx"))
+    weight = next(t for t in graph.graph.initializer if len(t.dims) == 4)
+    values = numpy_helper.to_array(weight).copy()
+    values.flat[0] = np.nextafter(values.flat[0], np.float32(np.inf))  # one bit of one weight
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    onnx.save(graph, str(damaged / "model.onnx"))
+    with pytest.raises(ArtifactCheckError, match=r"damaged/model.onnx: not the file its export wrote"):
+        load_runner(damaged)
+    unrecorded = _copy(damaged, tmp_path / "unrecorded")  # the same file, checked by its output alone
+    (unrecorded / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "files"}))
+    assert main(["verify", str(unrecorded)]) == 0  # which cannot see it
+    garbage = _copy(good, tmp_path / "garbage")
+    (garbage / "model.onnx").write_bytes(b"not a protobuf")
+    missing = _copy(good, tmp_path / "missing")
+    (missing / "model.onnx").unlink()
+    capsys.readouterr()
+    assert main(["verify", str(damaged), str(garbage), str(missing), str(good)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.count("| pass |") == 1 and captured.out.count("FAILED") == 3
+    err = captured.err.splitlines()
+    assert len(err) == 3 and "cannot load it" not in captured.err  # the runtime never saw them
+    assert f"{garbage / 'model.onnx'}: not the file its export wrote" in err[1]
+    assert f"{missing / 'model.onnx'}: missing" in err[2]
+    with pytest.raises(ArtifactCheckError, match="missing"):
+        load_runner(missing)
+    # what a manifest lists is bounded and lies inside its folder
+    for i, (files, error) in enumerate(
+        (
+            ({"../other/model.onnx": "0" * 64}, "not a file name inside"),
+            ({"model.onnx": "not a digest"}, "names with SHA-256 digests"),
+            ([["model.onnx", "0" * 64]], "names with SHA-256 digests"),
+            ({f"f{i}": "0" * 64 for i in range(1001)}, "up to 1000 names"),
+        )
+    ):
+        edited = _copy(good, tmp_path / f"edited{i}")
+        (edited / "manifest.json").write_text(json.dumps({**manifest, "files": files}))
+        with pytest.raises(ArtifactCheckError, match=error):
+            load_runner(edited)
+
+
+def test_verify_bounds_its_golden_and_goes_on_after_a_bad_one(onnx_artifacts, tmp_path, capsys, restamp):
     good, _ = onnx_artifacts
     huge = _copy(good, tmp_path / "huge")
     big = np.zeros((1, 3, 4096, 4096), np.float16)  # 100 MB of float16; a check would need gigabytes
     np.savez(huge / "golden.npz", input=big, output=big)
     garbage = _copy(good, tmp_path / "garbage")
     (garbage / "golden.npz").write_bytes(b"PK\x03\x04 not a zip")
+    for folder in (huge, garbage):  # digests that agree: the golden file's own bounds are what is tested
+        restamp(folder)
     big_manifest = _copy(good, tmp_path / "big_manifest")
     with open(big_manifest / "manifest.json", "r+b") as f:  # a sparse 64 MB file: never read whole
         f.truncate(64 << 20)
@@ -145,9 +209,10 @@ def test_verify_bounds_its_golden_and_goes_on_after_a_bad_one(onnx_artifacts, tm
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
-def test_a_graph_its_runtime_refuses_fails_alone_in_one_line(onnx_artifacts, tmp_path, capsys, backend):
+def test_a_graph_its_runtime_refuses_fails_alone_in_one_line(onnx_artifacts, tmp_path, capsys, backend, restamp):
     """A corrupt graph and one whose weights point outside its folder (external data: an absolute
-    path, a ``..`` path) are each one failed row naming the file; the good artifact is still checked."""
+    path, a ``..`` path) are each one failed row naming the file; the good artifact is still checked.
+    Their manifests record them as they are: whoever can edit a file can edit its manifest too."""
     pytest.importorskip(backend)
     good, _ = onnx_artifacts
     garbage = _copy(good, tmp_path / "garbage")
@@ -164,6 +229,8 @@ def test_a_graph_its_runtime_refuses_fails_alone_in_one_line(onnx_artifacts, tmp
         onnx.save(graph, str(folder / "model.onnx"))
         escaping.append(folder)
     bad = [garbage, *escaping]
+    for folder in bad:
+        restamp(folder)
     assert main(["verify", *map(str, bad), str(good), "--backend", backend]) == 1
     captured = capsys.readouterr()
     rows = [line for line in captured.out.splitlines() if line.startswith(f"| {tmp_path}") or "| pass |" in line]

@@ -164,9 +164,9 @@ def export_folders(names: list[str]) -> list[str]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from baryir.io.text import one_line
+    from baryir.io.text import one_line, read_json
     from baryir.runtimes import load_runner
-    from baryir.runtimes.verify import ArtifactCheckError, artifact_folder, verify_runner
+    from baryir.runtimes.verify import ArtifactCheckError, artifact_folder, check_files, verify_runner
 
     results = []
     for artifact in export_folders(args.artifacts):  # one bad artifact is one failed row, the others still checked
@@ -175,6 +175,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         except ArtifactCheckError:
             print(f"error: {artifact}: not an export folder (needs manifest.json and golden.npz)", file=sys.stderr)
             results.append({"artifact": artifact, "passed": False, "failures": ["not an export folder"]})
+            continue
+        try:  # the files first: a damaged one is refused before its runtime parses it
+            check_files(folder, read_json(folder / "manifest.json"))
+        except (ArtifactCheckError, ValueError, OSError) as e:
+            print(f"error: {artifact}: {one_line(str(e))}", file=sys.stderr)
+            results.append({"artifact": artifact, "passed": False, "failures": [one_line(str(e))]})
             continue
         try:
             runner = load_runner(folder, args.backend, args.device, verify=False)

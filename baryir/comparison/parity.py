@@ -18,8 +18,8 @@ from baryir.runtimes.compare import compare
 from baryir.runtimes.loader import load_runner, runner_class
 from baryir.runtimes.verify import ArtifactCheckError
 
-from ..checkpoints import file_sha256
 from ..evaluate import EvalItem, Restore
+from ..io.digest import file_sha256
 from ..metrics import psnr, ssim
 
 #: Default budgets: FP32/FP16/BF16 against PyTorch FP32 (dB), INT8 as loss against the target.
