@@ -14,9 +14,10 @@ from baryir.formats import (
     TORCH_RUNNER,
     format_of_file,
 )
-from baryir.io.text import clip, one_line, read_json
+from baryir.io.text import clip, one_line
 
 from .base import Runner
+from .manifest import read_manifest
 from .verify import artifact_folder, artifact_inside, check_files, check_on_load
 
 
@@ -29,20 +30,16 @@ def _resolve(artifact: str | Path) -> tuple[str, Path | str, dict]:
             raise FileNotFoundError(
                 f"{path} is a folder without manifest.json; pass the model file or an export folder"
             )
-        manifest = read_json(manifest_path)
-        fmt = FORMATS.get(manifest.get("format")) if isinstance(manifest, dict) else None
-        if fmt is None:
-            raise ValueError(f"{manifest_path}: not a baryir manifest with a known format; re-export the artifact")
-        return fmt.backend, artifact_inside(path, manifest.get("artifact")), manifest
-    manifest_path = path.parent / "manifest.json"
-    manifest = read_json(manifest_path) if path.exists() and manifest_path.exists() else {}
+        manifest = read_manifest(manifest_path)
+        return FORMATS[manifest["format"]].backend, artifact_inside(path, manifest["artifact"]), manifest
     fmt = format_of_file(path)
     if fmt is not None:
         if not path.exists():
             raise FileNotFoundError(
                 f"{path}: no such {fmt.name} artifact; check the path, or export one with baryir export"
             )
-        return fmt.backend, path, manifest
+        manifest_path = path.parent / "manifest.json"
+        return fmt.backend, path, read_manifest(manifest_path) if manifest_path.exists() else {}
     return "torch", str(artifact), {}  # a checkpoint or a shipped name such as "default"
 
 
@@ -50,7 +47,7 @@ def model_dim(artifact: str | Path) -> int:
     """The BaryNet ``dim`` behind a checkpoint or artifact (sizes memory budgets)."""
     _, path, manifest = _resolve(artifact)
     if manifest:
-        return int(manifest["model_config"]["dim"])
+        return manifest["model_config"]["dim"]
     from baryir.checkpoints import model_config  # a checkpoint: the PyTorch backend is in use
 
     return model_config(path).dim
@@ -91,7 +88,7 @@ def load_runner(
             raise ValueError(f"{artifact} was exported as {built}; re-export it for {precision}")
     folder = artifact_folder(path) if verify and found != "torch" else None  # refused before loading
     if folder is not None:  # a damaged or changed file never reaches the runtime's parser
-        check_files(folder, read_json(folder / "manifest.json"))
+        check_files(folder, read_manifest(folder / "manifest.json"))
     runner = _open(found, path, device, precision, manifest)
     classes = degradation_classes(manifest)
     if classes and DEGRADATION_NAME in getattr(runner, "output_names", ()):

@@ -27,6 +27,7 @@ from baryir.io.text import clip, read_json
 from .base import Runner
 from .compare import TOLERANCES, budget_precision, check_tolerance, compare, compare_degradation, tolerance_for
 from .environment import describe_cpu, library_versions
+from .manifest import read_manifest
 
 
 class ArtifactCheckError(RuntimeError):
@@ -153,9 +154,7 @@ def check_files(folder: Path, manifest: object) -> None:
 def verify_runner(runner: Runner, folder: str | Path) -> dict:
     """Run ``golden.npz``'s input through ``runner`` and compare with its output; one result row."""
     folder = Path(folder)
-    manifest = read_json(folder / "manifest.json")
-    if not isinstance(manifest, dict):
-        raise ArtifactCheckError(f"{folder / 'manifest.json'}: not a baryir manifest; re-export the artifact")
+    manifest = read_manifest(folder / "manifest.json")
     image, reference, degradation = read_golden(folder / "golden.npz")
     row = compare(runner.run(np.ascontiguousarray(image)), reference)
     if degradation is not None:  # an artifact that lost its second output fails here

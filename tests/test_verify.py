@@ -184,6 +184,41 @@ def test_a_damaged_or_changed_file_is_refused_before_its_runtime_reads_it(
             load_runner(edited)
 
 
+def test_a_manifest_is_checked_field_by_field_before_it_is_used(onnx_artifacts, tmp_path, capsys):
+    """Every field the runtime acts on, damaged or edited, is a one-line error naming the
+    manifest and the field (not a TypeError from deep in a runner), in the Python API and in
+    `verify`, which goes on to the next artifact."""
+    import json
+
+    good, _ = onnx_artifacts
+    manifest = json.loads((good / "manifest.json").read_text())
+    edits = {
+        "format": ["onnx"],
+        "artifact": 3,
+        "precision": {"int8": True},
+        "model_config": {"dim": 10**12},
+        "outputs": "restored",
+        "analysis_artifact": ["analyze.onnx"],
+        "weight_levels": 5,
+        "io": "camera",
+    }
+    folders = []
+    for field, value in edits.items():
+        folder = _copy(good, tmp_path / field)
+        (folder / "manifest.json").write_text(json.dumps({**manifest, field: value}))
+        with pytest.raises(ValueError, match=rf"{folder / 'manifest.json'}: its {field} .* is not .*re-export"):
+            load_runner(folder)
+        folders.append(folder)
+    dimless = _copy(good, tmp_path / "dimless")
+    (dimless / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "model_config"}))
+    with pytest.raises(ValueError, match="has no model_config"):
+        load_runner(dimless / "model.onnx")  # the artifact's file, its manifest beside it
+    assert main(["verify", *map(str, folders), str(good)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.count("| pass |") == 1 and "Traceback" not in captured.err
+    assert all(f"its {field} " in line for field, line in zip(edits, captured.err.splitlines(), strict=True))
+
+
 def test_verify_bounds_its_golden_and_goes_on_after_a_bad_one(onnx_artifacts, tmp_path, capsys, restamp):
     good, _ = onnx_artifacts
     huge = _copy(good, tmp_path / "huge")

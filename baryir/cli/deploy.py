@@ -164,8 +164,9 @@ def export_folders(names: list[str]) -> list[str]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from baryir.io.text import one_line, read_json
+    from baryir.io.text import one_line
     from baryir.runtimes import load_runner
+    from baryir.runtimes.manifest import read_manifest
     from baryir.runtimes.verify import ArtifactCheckError, artifact_folder, check_files, verify_runner
 
     results = []
@@ -177,7 +178,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             results.append({"artifact": artifact, "passed": False, "failures": ["not an export folder"]})
             continue
         try:  # the files first: a damaged one is refused before its runtime parses it
-            check_files(folder, read_json(folder / "manifest.json"))
+            check_files(folder, read_manifest(folder / "manifest.json"))
         except (ArtifactCheckError, ValueError, OSError) as e:
             print(f"error: {artifact}: {one_line(str(e))}", file=sys.stderr)
             results.append({"artifact": artifact, "passed": False, "failures": [one_line(str(e))]})
