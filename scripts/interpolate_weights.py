@@ -4,8 +4,9 @@ An ``alpha`` outside [0, 1] extrapolates, ``A + alpha * (B - A)``: with ``B`` th
 models made from ``A``, ``alpha`` 2 adds both their changes to ``A`` ("task arithmetic").
 
 How the shipped defaults were made (docs/experiments.md): a fine-tune's last and EMA weights
-averaged, then averaged with the model it started from; the current ``default`` is
-``default-v3`` plus the changes of two such halves, of two fine-tunes of ``default-v3``. Both
+averaged, then averaged with the model it started from (the current ``default``: such a half
+of a fine-tune of ``default-v4``; ``default-v4`` is ``default-v3`` plus the changes of two such
+halves, of two fine-tunes of ``default-v3``). Both
 models must have one configuration; the result carries no degradation readout (refit it:
 ``baryir fit-readout``). Float32 arithmetic, so a rerun is bit for bit.
 

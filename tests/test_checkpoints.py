@@ -112,7 +112,7 @@ def test_every_shipped_model_loads_by_name_with_its_int8_version():
     from baryir.quantize.checkpoint import read_header, resolve_quantized
 
     names = set(shipped_models())
-    assert {"default", "default-v1", "default-v2", "default-v3"} <= names
+    assert {"default", "default-v1", "default-v2", "default-v3", "default-v4"} <= names
     for name in names:
         assert load_model(name).config.name == "mobile"
         assert resolve_quantized(name).is_file()
