@@ -88,7 +88,7 @@ def load_runner(
             raise ValueError(f"{artifact} was exported as {built}; re-export it for {precision}")
     folder = artifact_folder(path) if verify and found != "torch" else None  # refused before loading
     if folder is not None:  # a damaged or changed file never reaches the runtime's parser
-        check_files(folder, read_manifest(folder / "manifest.json"))
+        check_files(folder, manifest)  # the manifest of that folder, already read and checked
     runner = _open(found, path, device, precision, manifest)
     classes = degradation_classes(manifest)
     if classes and DEGRADATION_NAME in getattr(runner, "output_names", ()):
