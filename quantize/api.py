@@ -56,7 +56,7 @@ def run_quantize(opts: QuantizeOptions, validation: list[EvalItem] | None = None
         summary["ptq_seconds"] = round(time.time() - start, 1)
     if opts.method == "qat":
         train_opts = opts.train_options()
-        QATTrainer(train_opts, quantized, scheme, fp32, opts.distill, provenance, validation).fit()
+        QATTrainer(train_opts, quantized, scheme, fp32, opts.distill, opts.learn_from, provenance, validation).fit()
     if fp32.readout is not None:
         summary["readout"] = INT8_HAS_NO_READOUT
     summary["seconds"] = round(time.time() - start, 1)

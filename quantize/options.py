@@ -32,7 +32,8 @@ class QuantizeOptions:
     content_variety: float = 0.25
     content_sky: float = 0.0
     loss: str = "bary"
-    distill: float = 1.0
+    distill: float = 0.0
+    learn_from: str = "fp32"
     device: str = "cpu"
     seed: int = 0
     workers: int = 1

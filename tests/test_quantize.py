@@ -212,7 +212,7 @@ def test_qat_steps_resume_and_reload(ptq, float_path, tmp_path):
     first = load_quantized(path)
     path = run_quantize(QuantizeOptions(steps=4, resume=True, **common))
     header = read_header(path)
-    assert header["method"] == "qat" and header["step"] == 4
+    assert header["method"] == "qat" and header["step"] == 4 and header["learn_from"] == "fp32"
     metrics = (tmp_path / "qat" / "metrics.csv").read_text().splitlines()
     assert len(metrics) == 1 + 4  # header + steps 1-2, then 3-4 after the resume
     losses = [float(line.split(",")[3]) for line in metrics[1:]]
@@ -224,6 +224,41 @@ def test_qat_steps_resume_and_reload(ptq, float_path, tmp_path):
     image = validation_image(32, 48)
     with torch.no_grad():
         assert torch.equal(DeploymentModel(tuned)(image), DeploymentModel(load_quantized(path))(image))
+
+
+@pytest.mark.parametrize("learn_from", ["clean", "fp32"])
+def test_qat_learns_from_the_clean_photo_or_the_float_model(ptq, float_path, tmp_path, learn_from):
+    """QAT's L1 term compares the INT8 output with the clean photo, or (``learn_from="fp32"``)
+    with the float model's output, whatever the batch's target says."""
+    from baryir.checkpoints import load_model
+    from baryir.quantize.qat import QATTrainer
+
+    path, photos = ptq
+    opts = QuantizeOptions(
+        model=str(float_path),
+        data=[str(photos)],
+        out=str(tmp_path / "qat"),
+        tasks=["denoise_25"],
+        batch_size=2,
+        patch_size=32,
+        distill=0.0,
+        learn_from=learn_from,
+        workers=0,
+        progress=False,
+    )
+    teacher = load_model(float_path)
+    trainer = QATTrainer(opts.train_options(), load_quantized(path), Int8Scheme(), teacher, 0.0, learn_from)
+    torch.manual_seed(3)
+    degraded = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        student, fp32 = trainer.model(degraded, return_latents=False), teacher(degraded, return_latents=False)
+    for target in (torch.zeros_like(degraded), torch.ones_like(degraded)):
+        expected = (student - (fp32 if learn_from == "fp32" else target)).abs().mean().item()
+        logs = trainer.train_step(degraded, target, torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
+        assert logs["l1"] == pytest.approx(expected, rel=1e-4)
+        trainer.model.load_state_dict(load_quantized(path).state_dict())  # the next target sees the same model
+    with pytest.raises(ValueError, match="learn_from"):
+        QATTrainer(opts.train_options(), load_quantized(path), Int8Scheme(), None, 0.0, "fp32")
 
 
 def test_int8_needs_a_quantized_model(float_path, tmp_path):

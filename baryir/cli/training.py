@@ -348,7 +348,15 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
         "--distill",
         type=non_negative(float),
         default=Q.distill,
-        help=f"weight of L1 to the FP32 model's output (default {Q.distill:g}; 0: off)",
+        help=f"weight of an extra L1 to the FP32 model's output, for --learn-from clean (default {Q.distill:g}: off)",
+    )
+    p.add_argument(
+        "--learn-from",
+        choices=["clean", "fp32"],
+        default=Q.learn_from,
+        help="what QAT's L1 term compares the INT8 output with: fp32 (the float model's output: INT8 learns to "
+        "reproduce the float model, docs/quantization.md) or clean (the clean photo, as in training) "
+        f"(default {Q.learn_from})",
     )
     p.add_argument("--device", default=Q.device, help=f"cpu or cuda (default {Q.device})")
     p.add_argument("--seed", type=int, default=Q.seed)
