@@ -18,7 +18,7 @@ from .calibration import calibration_batches
 from .checkpoint import load_quantized, save_quantized
 from .options import QuantizeOptions
 from .ptq import quantize_ptq
-from .qat import QAT_WEIGHTS, QATTrainer
+from .qat import QAT_WEIGHTS, QATTrainer, check_learn_from
 from .scheme import Int8Scheme
 
 
@@ -27,6 +27,8 @@ def run_quantize(opts: QuantizeOptions, validation: list[EvalItem] | None = None
     (``OUT/model-int8.safetensors``) and writes ``OUT/quantize.json`` with what was done."""
     if opts.method not in ("ptq", "qat"):
         raise ValueError(f"method must be 'ptq' or 'qat', not {opts.method!r}")
+    if opts.method == "qat":
+        check_learn_from(opts.learn_from, opts.distill)  # before PTQ, not after it
     out = Path(opts.out)
     target = out / QAT_WEIGHTS
     scheme = Int8Scheme(ignored=opts.ignored, model_type=opts.model_type, target_device=opts.target_device)

@@ -29,6 +29,15 @@ QAT_WEIGHTS = "model-int8.safetensors"
 LEARN_FROM = ("clean", "fp32")
 
 
+def check_learn_from(learn_from: str, distill: float) -> None:
+    """A ``ValueError`` for a ``learn_from`` QAT does not know, or for distillation on top of
+    ``learn_from="fp32"`` (the same L1 twice, the teacher run twice a step)."""
+    if learn_from not in LEARN_FROM:
+        raise ValueError(f"--learn-from must be one of {', '.join(LEARN_FROM)}, not {learn_from!r}")
+    if learn_from == "fp32" and distill > 0:
+        raise ValueError("--distill adds L1 to the FP32 output, which --learn-from fp32 already is: use one of them")
+
+
 class QATTrainer(Trainer):
     """:class:`baryir.train.Trainer` over a quantized model, saving quantized checkpoints."""
 
@@ -45,8 +54,7 @@ class QATTrainer(Trainer):
     ) -> None:
         if opts.compile:
             raise ValueError("QAT does not support --compile (NNCF's quantizer hooks)")
-        if learn_from not in LEARN_FROM:
-            raise ValueError(f"learn_from must be one of {LEARN_FROM}, not {learn_from!r}")
+        check_learn_from(learn_from, distill)
         if learn_from == "fp32" and teacher is None:
             raise ValueError("learn_from='fp32' needs the FP32 model (teacher)")
         self.scheme, self.distill, self.provenance = scheme, distill, provenance or {}

@@ -259,6 +259,8 @@ def test_qat_learns_from_the_clean_photo_or_the_float_model(ptq, float_path, tmp
         trainer.model.load_state_dict(load_quantized(path).state_dict())  # the next target sees the same model
     with pytest.raises(ValueError, match="learn_from"):
         QATTrainer(opts.train_options(), load_quantized(path), Int8Scheme(), None, 0.0, "fp32")
+    with pytest.raises(ValueError, match="--distill"):
+        QATTrainer(opts.train_options(), load_quantized(path), Int8Scheme(), teacher, 1.0, "fp32")
 
 
 def test_int8_needs_a_quantized_model(float_path, tmp_path):
