@@ -203,7 +203,6 @@ def test_qat_steps_resume_and_reload(ptq, float_path, tmp_path):
         batch_size=2,
         patch_size=32,
         lr=1e-4,
-        distill=1.0,
         workers=0,
         ckpt_every=2,
         progress=False,
